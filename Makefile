@@ -1,0 +1,173 @@
+# mode — build, test and dependencies. One GNU Makefile.
+#
+#   make                  lib/libmode-core.a and bin/mode-*  (installs missing Debian packages first)
+#   make check            builds, then runs every test through prove (TAP)
+#   make deps             installs the Debian packages the build needs, when pkg-config lacks them
+#   make SANITIZER=address check   (or undefined)     make CUDA=0|1     make V=1 (full commands)
+#   make install PREFIX=/usr/local                    make clean
+#
+# Objects go to build/; any change of compiler flags (SANITIZER, CUDA, CFLAGS...) rebuilds all,
+# through the build/flags stamp.
+
+.SUFFIXES:
+.SECONDARY:
+.DEFAULT_GOAL := all
+SHELL := /bin/sh
+
+CC ?= cc
+CFLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Wpedantic -Wshadow
+# _GNU_SOURCE: POSIX and GNU calls (mkostemp, getline, getopt_long) beside strict C11
+CPPFLAGS += -D_GNU_SOURCE -MMD -MP
+ARFLAGS = rcs
+PREFIX ?= /usr/local
+
+# Debian packages and the pkg-config modules they provide (GLPK ships no .pc: checked by header)
+PC_MODULES := msgpack jansson openblas libpng libjpeg libturbojpeg libpcre2-8 libutf8proc
+DEB_PACKAGES := pkg-config perl libmsgpack-dev libjansson-dev libopenblas-dev libpng-dev \
+	libjpeg62-turbo-dev libturbojpeg0-dev libpcre2-dev libutf8proc-dev libglpk-dev
+
+# Evaluated when a recipe runs, i.e. after `deps` has installed pkg-config and the packages.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PC_MODULES) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PC_MODULES) 2>/dev/null) -lglpk -lm -lpthread
+
+SANITIZER ?=
+ifneq ($(SANITIZER),)
+  ifeq ($(filter $(SANITIZER),address undefined),)
+    $(error SANITIZER must be address or undefined)
+  endif
+  # no-recover: an undefined-behaviour report fails the test instead of scrolling by
+  SAN_FLAGS := -fsanitize=$(SANITIZER) -fno-omit-frame-pointer -fno-sanitize-recover=all
+endif
+
+# CUDA=auto compiles kernels/*.cu when nvcc is found; CUDA=0 never; CUDA=1 requires it.
+CUDA ?= auto
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
+CUDA_ARCH ?= 90
+ifeq ($(CUDA),auto)
+  CUDA_ON := $(if $(NVCC),1,0)
+else ifeq ($(CUDA),1)
+  CUDA_ON := 1
+  ifeq ($(NVCC),)
+    $(error CUDA=1 but nvcc was not found (set NVCC=/path/to/nvcc))
+  endif
+else
+  CUDA_ON := 0
+endif
+ifeq ($(CUDA_ON),1)
+  CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(NVCC)))
+  # sm_90 = Hopper (H100/H200), the lent GPU machine; override CUDA_ARCH for other cards
+  NVCCFLAGS ?= -std=c++17 -O2 -g -arch=sm_$(CUDA_ARCH) -Xcompiler -Wall
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+endif
+
+ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(PKG_CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS) -Wl,--as-needed
+ALL_LIBS = $(PKG_LIBS) $(CUDA_LIBS) $(LDLIBS)
+
+ifeq ($(V),1)
+  Q :=
+  say = @:
+else
+  Q := @
+  say = @printf '  %-6s %s\n'
+endif
+
+B := build
+LIB_SRC := $(sort $(wildcard lib/*.c))
+KERNEL_C := $(if $(filter 1,$(CUDA_ON)),,kernels/stub.c)
+KERNEL_CU := $(if $(filter 1,$(CUDA_ON)),$(sort $(wildcard kernels/*.cu)),)
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o) $(KERNEL_C:%.c=$(B)/%.o) $(KERNEL_CU:%.cu=$(B)/%.cu.o)
+LIB := lib/libmode-core.a
+
+CLI_OBJ := $(B)/filters/common/cli.o
+FILTERS := $(patsubst filters/%/main.c,%,$(sort $(wildcard filters/mode-*/main.c)))
+BINS := $(FILTERS:%=bin/%)
+
+TEST_C := $(sort $(wildcard tests/lib/*.c tests/kernels/*.c))
+TEST_BIN := $(TEST_C:%.c=$(B)/%)
+TEST_SH := $(sort $(wildcard tests/filters/*.sh tests/pipelines/*.sh))
+
+.PHONY: all check deps clean install FORCE
+all: $(LIB) $(BINS)
+
+# ---- dependencies ------------------------------------------------------------------------------
+deps:
+	@missing=""; \
+	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
+	command -v prove >/dev/null 2>&1 || missing="$$missing perl"; \
+	if command -v pkg-config >/dev/null 2>&1; then \
+	  for m in $(PC_MODULES); do pkg-config --exists $$m || missing="$$missing $$m"; done; \
+	else missing="$$missing $(PC_MODULES)"; fi; \
+	printf '#include <glpk.h>\n' | $(CC) -E -x c - >/dev/null 2>&1 || missing="$$missing glpk"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	line="apt-get install -y --no-install-recommends $(DEB_PACKAGES)"; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make deps: missing:$$missing" >&2; \
+	  echo "make deps: not root, so not installing. Run as root:" >&2; \
+	  echo "  apt-get update && $$line" >&2; \
+	  exit 1; \
+	fi; \
+	echo "make deps: installing Debian packages for:$$missing" >&2; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -q && $$line
+
+# ---- build ------------------------------------------------------------------------------------
+# The stamp changes only when the flags do; every object depends on it.
+$(B)/flags: FORCE | deps
+	@mkdir -p $(B)
+	@echo '$(CC) $(ALL_CFLAGS) | $(ALL_LDFLAGS) | $(ALL_LIBS) | $(NVCC) $(NVCCFLAGS) | cuda=$(CUDA_ON)' > $(B)/flags.new; \
+	if cmp -s $(B)/flags.new $(B)/flags; then rm -f $(B)/flags.new; else mv $(B)/flags.new $(B)/flags; fi
+
+$(B)/%.o: %.c $(B)/flags | deps
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(B)/%.cu.o: %.cu $(B)/flags | deps
+	@mkdir -p $(@D)
+	$(say) NVCC $<
+	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	$(say) AR $@
+	$(Q)rm -f $@ && $(AR) $(ARFLAGS) $@ $^
+
+.SECONDEXPANSION:
+bin/%: $$(addprefix $(B)/,$$(addsuffix .o,$$(basename $$(wildcard filters/$$*/*.c)))) $(CLI_OBJ) $(LIB)
+	@mkdir -p bin
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(LIB) $(ALL_LIBS)
+
+$(B)/tests/%: tests/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
+	@mkdir -p $(@D)
+	$(say) TEST $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(LIB) $(ALL_LIBS)
+
+$(B)/tests/tap.o: tests/tap.c $(B)/flags | deps
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# ---- tests ------------------------------------------------------------------------------------
+# Tests find the build through these variables; prove runs C tests and shell tests alike.
+export MODE_ROOT := $(CURDIR)
+export MODE_BIN := $(CURDIR)/bin
+export MODE_FIXTURES := $(CURDIR)/tests/fixtures
+PROVE_JOBS ?= 2
+
+check: all $(TEST_BIN)
+	@chmod +x $(TEST_SH) 2>/dev/null || true
+	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(TEST_SH)
+
+# ---- install, clean ------------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
+		$(DESTDIR)$(PREFIX)/share/man/man7
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(PREFIX)/share/man/man5
+	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(PREFIX)/share/man/man7
+
+clean:
+	rm -rf $(B) $(LIB) bin/mode-*
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

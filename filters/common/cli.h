@@ -1,0 +1,44 @@
+/* cli.h — what every filter's main.c shares: the program name, fatal errors with the documented
+ * exit codes, standard descriptors checked at start, temporary outputs removed on SIGINT/SIGTERM,
+ * a checked close of stdout at exit, and progress lines on stderr when it is a terminal.
+ *
+ * This is the only place (besides main.c files) that prints or exits; libmode-core never does.
+ */
+#ifndef MODE_CLI_H
+#define MODE_CLI_H
+
+#include "../../lib/mode.h"
+
+#include <stdbool.h>
+#include <stdnoreturn.h>
+
+extern const char *mode_prog;
+
+/* Records the program name; makes sure fds 0 and 2 are open (on /dev/null if not) and fails with
+ * exit 74 when stdout is closed; installs SIGINT/SIGTERM/SIGHUP handlers that remove registered
+ * temporary files and directories and then die of the same signal. */
+void mode_cli_init(const char *prog);
+
+/* "prog: message" on stderr, temporaries removed, exit(code). */
+noreturn void mode_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Dies with err's message and code. */
+noreturn void mode_fail(const struct mode_err *err);
+/* Warning line on stderr ("prog: warning: ..."). */
+void mode_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Temporary paths removed if the program dies of a signal or through mode_die. A directory is
+ * removed with the plain files in it. The strings are copied. */
+void mode_cli_tmp_add(const char *path, bool is_dir);
+void mode_cli_tmp_remove(const char *path);
+
+/* Closes stdout and reports a failure (a full disk, a closed pipe) with exit 74. Call last. */
+void mode_cli_close_stdout(void);
+
+/* Progress on stderr, only when stderr is a terminal: "\rprog: what done/total" ... final newline
+ * when done == total. */
+void mode_progress(const char *what, uint64_t done, uint64_t total);
+
+/* Parses "A-B" or "A" (inclusive, non-negative) into lo/hi; false on bad syntax. */
+bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi);
+
+#endif

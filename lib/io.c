@@ -1,0 +1,441 @@
+/* io.c — checked writes, atomic output files and directories, bounded reads, mappings (io.h). */
+#include "io.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WBUF_CAP (1u << 16)
+
+ssize_t mode_read_retry(int fd, void *p, size_t n)
+{
+    for (;;) {
+        ssize_t r = read(fd, p, n);
+        if (r >= 0 || errno != EINTR) return r;
+    }
+}
+
+int mode_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n > 0) {
+        ssize_t r = write(fd, c, n);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int mode_wbuf_init(struct mode_wbuf *w, int fd, const char *name, struct mode_err *err)
+{
+    memset(w, 0, sizeof *w);
+    w->fd = fd;
+    snprintf(w->name, sizeof w->name, "%s", name);
+    w->buf = malloc(WBUF_CAP);
+    if (!w->buf) return mode_err_oom(err, WBUF_CAP, "an output buffer");
+    w->cap = WBUF_CAP;
+    return MODE_OK;
+}
+
+static int wbuf_drain(struct mode_wbuf *w, const void *p, size_t n)
+{
+    int e = mode_write_all(w->fd, p, n);
+    if (e) return mode_err_set(&w->err, MODE_EIO, "%s: write failed: %s", w->name, strerror(e));
+    w->written += n;
+    return MODE_OK;
+}
+
+int mode_wbuf_flush(struct mode_wbuf *w)
+{
+    if (w->err.code) return w->err.code;
+    if (w->len == 0) return MODE_OK;
+    int rc = wbuf_drain(w, w->buf, w->len);
+    w->len = 0;
+    return rc;
+}
+
+int mode_wbuf_write(struct mode_wbuf *w, const void *p, size_t n)
+{
+    if (w->err.code) return w->err.code;
+    if (w->len + n <= w->cap) {
+        memcpy(w->buf + w->len, p, n);
+        w->len += n;
+        return MODE_OK;
+    }
+    int rc = mode_wbuf_flush(w);
+    if (rc) return rc;
+    if (n >= w->cap) return wbuf_drain(w, p, n); /* large payloads bypass the buffer */
+    memcpy(w->buf, p, n);
+    w->len = n;
+    return MODE_OK;
+}
+
+int mode_wbuf_puts(struct mode_wbuf *w, const char *s) { return mode_wbuf_write(w, s, strlen(s)); }
+
+int mode_wbuf_putc(struct mode_wbuf *w, char c) { return mode_wbuf_write(w, &c, 1); }
+
+int mode_wbuf_printf(struct mode_wbuf *w, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return mode_err_set(&w->err, MODE_EINTERNAL, "%s: bad format", w->name);
+    if ((size_t)n < sizeof small) return mode_wbuf_write(w, small, (size_t)n);
+    char *big = malloc((size_t)n + 1);
+    if (!big) return mode_err_oom(&w->err, (size_t)n + 1, "formatted output");
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    int rc = mode_wbuf_write(w, big, (size_t)n);
+    free(big);
+    return rc;
+}
+
+int mode_wbuf_free(struct mode_wbuf *w, struct mode_err *err)
+{
+    int rc = mode_wbuf_flush(w);
+    free(w->buf);
+    w->buf = NULL;
+    w->cap = w->len = 0;
+    if (rc && err) *err = w->err;
+    return rc;
+}
+
+/* ---- atomic output files -------------------------------------------------------------------- */
+
+static void split_path(const char *path, char *dir, size_t dn, const char **base)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(dir, dn, ".");
+        *base = path;
+    } else if (slash == path) {
+        snprintf(dir, dn, "/");
+        *base = slash + 1;
+    } else {
+        snprintf(dir, dn, "%.*s", (int)(slash - path), path);
+        *base = slash + 1;
+    }
+}
+
+static mode_t current_umask(void)
+{
+    mode_t m = umask(022);
+    umask(m);
+    return m;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return errno;
+    int e = fsync(fd) < 0 && errno != EINVAL && errno != EROFS ? errno : 0;
+    close(fd);
+    return e;
+}
+
+int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err)
+{
+    memset(o, 0, sizeof *o);
+    o->fd = -1;
+    if (strcmp(path, "-") == 0) {
+        o->fd = 1;
+        o->is_stdout = 1;
+        snprintf(o->path, sizeof o->path, "<stdout>");
+        return MODE_OK;
+    }
+    if (strlen(path) + 32 >= sizeof o->path)
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", path);
+    snprintf(o->path, sizeof o->path, "%s", path);
+    char dir[4096];
+    const char *base;
+    split_path(path, dir, sizeof dir, &base);
+    if (!*base) return mode_err_set(err, MODE_ECANTCREAT, "%s: not a file name", path);
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: is a directory", path);
+    if (snprintf(o->tmp, sizeof o->tmp, "%s/.%s.tmp-XXXXXX", dir, base) >= (int)sizeof o->tmp) {
+        o->tmp[0] = 0;
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", path);
+    }
+    o->fd = mkostemp(o->tmp, O_CLOEXEC);
+    if (o->fd < 0) {
+        int e = errno;
+        o->tmp[0] = 0;
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", path, strerror(e));
+    }
+    if (fchmod(o->fd, 0666 & ~current_umask()) < 0) {
+        int e = errno;
+        mode_outfile_abort(o);
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: chmod: %s", path, strerror(e));
+    }
+    return MODE_OK;
+}
+
+int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
+{
+    if (o->is_stdout) return MODE_OK;
+    if (o->fd < 0 || !o->tmp[0]) return mode_err_set(err, MODE_EINTERNAL, "%s: not open", o->path);
+    if (fsync(o->fd) < 0 && errno != EINVAL) {
+        int e = errno;
+        mode_outfile_abort(o);
+        return mode_err_set(err, MODE_EIO, "%s: fsync: %s", o->path, strerror(e));
+    }
+    if (close(o->fd) < 0) {
+        int e = errno;
+        o->fd = -1;
+        mode_outfile_abort(o);
+        return mode_err_set(err, MODE_EIO, "%s: close: %s", o->path, strerror(e));
+    }
+    o->fd = -1;
+    if (rename(o->tmp, o->path) < 0) {
+        int e = errno;
+        mode_outfile_abort(o);
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: rename: %s", o->path, strerror(e));
+    }
+    o->tmp[0] = 0;
+    char dir[4096];
+    const char *base;
+    split_path(o->path, dir, sizeof dir, &base);
+    int e = fsync_dir(dir);
+    if (e) return mode_err_set(err, MODE_EIO, "%s: fsync: %s", dir, strerror(e));
+    return MODE_OK;
+}
+
+void mode_outfile_abort(struct mode_outfile *o)
+{
+    if (o->is_stdout) return;
+    if (o->fd >= 0) close(o->fd);
+    o->fd = -1;
+    if (o->tmp[0]) unlink(o->tmp);
+    o->tmp[0] = 0;
+}
+
+/* ---- atomic output directories -------------------------------------------------------------- */
+
+int mode_rmdir_flat(const char *path)
+{
+    DIR *d = opendir(path);
+    if (!d) return errno;
+    struct dirent *e;
+    char p[4096 + 256];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", path, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    return rmdir(path) < 0 ? errno : 0;
+}
+
+int mode_outdir_begin(struct mode_outdir *d, const char *path, int replace, struct mode_err *err)
+{
+    memset(d, 0, sizeof *d);
+    size_t len = strlen(path);
+    while (len > 1 && path[len - 1] == '/') len--;
+    if (len == 0 || len + 32 >= sizeof d->path)
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: bad output directory name", path);
+    snprintf(d->path, sizeof d->path, "%.*s", (int)len, path);
+    d->replace = replace;
+    struct stat st;
+    if (lstat(d->path, &st) == 0) {
+        if (!replace)
+            return mode_err_set(err, MODE_ECANTCREAT, "%s: already exists (not replacing it)", d->path);
+        if (!S_ISDIR(st.st_mode))
+            return mode_err_set(err, MODE_ECANTCREAT, "%s: exists and is not a directory", d->path);
+    }
+    if (snprintf(d->tmp, sizeof d->tmp, "%s.tmp-XXXXXX", d->path) >= (int)sizeof d->tmp) {
+        d->tmp[0] = 0;
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", d->path);
+    }
+    if (!mkdtemp(d->tmp)) {
+        int e = errno;
+        d->tmp[0] = 0;
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", d->path, strerror(e));
+    }
+    if (chmod(d->tmp, 0777 & ~current_umask()) < 0) {
+        int e = errno;
+        mode_outdir_abort(d);
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: chmod: %s", d->path, strerror(e));
+    }
+    return MODE_OK;
+}
+
+int mode_path_join(char *buf, size_t n, const char *dir, const char *name, struct mode_err *err)
+{
+    int k = snprintf(buf, n, "%s/%s", dir, name);
+    if (k < 0 || (size_t)k >= n) return mode_err_set(err, MODE_EUSAGE, "%s/%s: path too long", dir, name);
+    return MODE_OK;
+}
+
+int mode_outdir_file(const struct mode_outdir *d, const char *name, char *buf, size_t n,
+                     struct mode_err *err)
+{
+    if (strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+        return mode_err_set(err, MODE_EINTERNAL, "%s: bad file name in output directory", name);
+    return mode_path_join(buf, n, d->tmp, name, err);
+}
+
+int mode_outdir_write(const struct mode_outdir *d, const char *name, const void *p, size_t n,
+                      struct mode_err *err)
+{
+    char path[8192];
+    int rc = mode_outdir_file(d, name, path, sizeof path, err);
+    if (rc) return rc;
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) return mode_err_set(err, MODE_ECANTCREAT, "%s/%s: %s", d->path, name, strerror(errno));
+    int e = mode_write_all(fd, p, n);
+    if (!e && fsync(fd) < 0 && errno != EINVAL) e = errno;
+    if (close(fd) < 0 && !e) e = errno;
+    if (e) return mode_err_set(err, MODE_EIO, "%s/%s: write failed: %s", d->path, name, strerror(e));
+    return MODE_OK;
+}
+
+int mode_outdir_commit(struct mode_outdir *d, struct mode_err *err)
+{
+    int e = fsync_dir(d->tmp);
+    if (e) return mode_err_set(err, MODE_EIO, "%s: fsync: %s", d->path, strerror(e));
+    char old[4096 + 64] = "";
+    struct stat st;
+    if (lstat(d->path, &st) == 0) {
+        if (!d->replace) return mode_err_set(err, MODE_ECANTCREAT, "%s: appeared while writing", d->path);
+        snprintf(old, sizeof old, "%s.old-%ld", d->path, (long)getpid());
+        if (rename(d->path, old) < 0)
+            return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot move aside: %s", d->path, strerror(errno));
+    }
+    if (rename(d->tmp, d->path) < 0) {
+        int e2 = errno;
+        if (old[0]) rename(old, d->path); /* put the previous one back */
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: rename: %s", d->path, strerror(e2));
+    }
+    d->committed = 1;
+    d->tmp[0] = 0;
+    if (old[0]) mode_rmdir_flat(old);
+    char dir[4096];
+    const char *base;
+    split_path(d->path, dir, sizeof dir, &base);
+    e = fsync_dir(dir);
+    if (e) return mode_err_set(err, MODE_EIO, "%s: fsync: %s", dir, strerror(e));
+    return MODE_OK;
+}
+
+void mode_outdir_abort(struct mode_outdir *d)
+{
+    if (d->tmp[0]) mode_rmdir_flat(d->tmp);
+    d->tmp[0] = 0;
+}
+
+/* ---- reads ---------------------------------------------------------------------------------- */
+
+static int open_err(const char *path, int e, struct mode_err *err)
+{
+    int code = (e == ENOENT || e == EACCES || e == ENOTDIR || e == ELOOP) ? MODE_ENOINPUT : MODE_EIO;
+    return mode_err_set(err, code, "%s: %s", path, strerror(e));
+}
+
+int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+{
+    *out = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return open_err(path, errno, err);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return open_err(path, e, err);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
+    }
+    size_t cap = S_ISREG(st.st_mode) && (uint64_t)st.st_size < max_bytes ? (size_t)st.st_size + 1 : 4096;
+    char *buf = malloc(cap + 1);
+    if (!buf) {
+        close(fd);
+        return mode_err_oom(err, cap + 1, path);
+    }
+    size_t n = 0;
+    for (;;) {
+        if (n == cap) {
+            if (cap > max_bytes) break;
+            size_t nc = cap * 2;
+            char *nb = realloc(buf, nc + 1);
+            if (!nb) {
+                free(buf);
+                close(fd);
+                return mode_err_oom(err, nc + 1, path);
+            }
+            buf = nb;
+            cap = nc;
+        }
+        ssize_t r = mode_read_retry(fd, buf + n, cap - n);
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return mode_err_set(err, MODE_EIO, "%s: read failed: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    if (n > max_bytes) {
+        free(buf);
+        return mode_err_set(err, MODE_EDATA, "%s: larger than the limit of %zu bytes", path, max_bytes);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return MODE_OK;
+}
+
+int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
+{
+    m->data = NULL;
+    m->size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return open_err(path, errno, err);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return open_err(path, e, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file", path);
+    }
+    if (st.st_size > 0) {
+        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) {
+            int e = errno;
+            close(fd);
+            return mode_err_set(err, MODE_EIO, "%s: mmap: %s", path, strerror(e));
+        }
+        m->data = p;
+        m->size = (size_t)st.st_size;
+    }
+    close(fd);
+    return MODE_OK;
+}
+
+void mode_unmap(struct mode_map *m)
+{
+    if (m->data) munmap(m->data, m->size);
+    m->data = NULL;
+    m->size = 0;
+}

@@ -1,0 +1,99 @@
+/* io.h — checked file I/O for libmode-core: a buffered writer on a file descriptor, output files
+ * and directories that appear atomically (temporary name, fsync, rename), whole-file reads with a
+ * size limit, and read-only mappings.
+ *
+ * Ownership: every struct here is caller-allocated; *_open/_begin fill it, *_commit/_abort/_close
+ * release what it holds. Errors follow mode.h: MODE_EIO for failed reads and writes (a full disk
+ * included), MODE_ENOINPUT for a missing input, MODE_ECANTCREAT for an output that cannot be
+ * created; messages name the path.
+ */
+#ifndef MODE_IO_H
+#define MODE_IO_H
+
+#include "mode.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Buffered writer. Errors are sticky: after the first failed write every call returns the same
+ * status and the message stays the first one. */
+struct mode_wbuf {
+    int fd;
+    char name[256]; /* for messages: "<stdout>" or the path */
+    char *buf;
+    size_t len, cap;
+    struct mode_err err;
+    uint64_t written; /* bytes handed to write(2) so far */
+};
+
+int mode_wbuf_init(struct mode_wbuf *w, int fd, const char *name, struct mode_err *err);
+int mode_wbuf_write(struct mode_wbuf *w, const void *p, size_t n);
+int mode_wbuf_puts(struct mode_wbuf *w, const char *s);
+int mode_wbuf_putc(struct mode_wbuf *w, char c);
+int mode_wbuf_printf(struct mode_wbuf *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mode_wbuf_flush(struct mode_wbuf *w);
+/* Flushes, frees the buffer; does not close fd. Returns the sticky status; copies it to err. */
+int mode_wbuf_free(struct mode_wbuf *w, struct mode_err *err);
+
+/* Writes all n bytes, retrying on EINTR and short writes. Returns 0 or an errno value. */
+int mode_write_all(int fd, const void *p, size_t n);
+/* read(2) retrying on EINTR. */
+ssize_t mode_read_retry(int fd, void *p, size_t n);
+
+/* An output file that appears at `path` only when committed: written to a temporary file in the
+ * same directory (".NAME.tmp-XXXXXX"), fsync'ed and renamed over `path`. "-" means stdout (no
+ * temporary; commit only flushes). */
+struct mode_outfile {
+    int fd;
+    int is_stdout;
+    char path[4096];
+    char tmp[4096]; /* empty when none */
+};
+
+int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err);
+int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err);
+/* Removes the temporary file. Safe to call after commit (then a no-op) and twice. */
+void mode_outfile_abort(struct mode_outfile *o);
+
+/* An output directory that appears at `path` only when committed: files are created inside a
+ * sibling temporary directory ("NAME.tmp-XXXXXX"); commit fsyncs it and renames it into place.
+ * An existing `path` is replaced only when `replace` is set (it is moved aside, the new one is
+ * renamed in, then the old one is removed), otherwise begin fails with MODE_ECANTCREAT. */
+struct mode_outdir {
+    char path[4096];
+    char tmp[4096];
+    int replace;
+    int committed;
+};
+
+int mode_outdir_begin(struct mode_outdir *d, const char *path, int replace, struct mode_err *err);
+/* Path of `name` inside the temporary directory, written to buf (size n). */
+int mode_outdir_file(const struct mode_outdir *d, const char *name, char *buf, size_t n,
+                     struct mode_err *err);
+/* Writes a whole file inside the temporary directory and fsyncs it. */
+int mode_outdir_write(const struct mode_outdir *d, const char *name, const void *p, size_t n,
+                      struct mode_err *err);
+int mode_outdir_commit(struct mode_outdir *d, struct mode_err *err);
+/* Removes the temporary directory and what it holds (one level: the writer makes no subdirs). */
+void mode_outdir_abort(struct mode_outdir *d);
+
+/* Removes a directory and the plain files in it (one level). Returns 0 or an errno value. */
+int mode_rmdir_flat(const char *path);
+
+/* Reads a whole file into a NUL-terminated malloc'ed buffer; fails with MODE_EDATA when it is
+ * larger than max_bytes. Caller frees *out. */
+int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);
+
+/* Read-only private mapping of a whole file. An empty file gives data == NULL, size == 0. */
+struct mode_map {
+    void *data;
+    size_t size;
+};
+int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err);
+void mode_unmap(struct mode_map *m);
+
+/* "dir/name" into buf; MODE_EUSAGE when it does not fit. */
+int mode_path_join(char *buf, size_t n, const char *dir, const char *name, struct mode_err *err);
+
+#endif
