@@ -2,6 +2,7 @@
 #
 #   make                  lib/libmode-core.a and bin/mode-*  (installs missing Debian packages first)
 #   make check            builds, then runs every test through prove (TAP)
+#   make bench            builds the benchmark programs of tests/bench/ into build/bench/ (run them by hand)
 #   make deps             installs the Debian packages the build needs, when pkg-config lacks them
 #   make SANITIZER=address check   (or undefined)     make CUDA=0|1     make V=1 (full commands)
 #   make install PREFIX=/usr/local                    make clean
@@ -86,8 +87,10 @@ BINS := $(FILTERS:%=bin/%)
 TEST_C := $(sort $(wildcard tests/lib/*.c tests/kernels/*.c))
 TEST_BIN := $(TEST_C:%.c=$(B)/%)
 TEST_SH := $(sort $(wildcard tests/filters/*.sh tests/pipelines/*.sh))
+BENCH_C := $(sort $(wildcard tests/bench/*.c))
+BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check deps clean install FORCE
+.PHONY: all check bench deps clean install FORCE
 all: $(LIB) $(BINS)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -142,6 +145,15 @@ $(B)/tests/%: tests/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
 	@mkdir -p $(@D)
 	$(say) TEST $@
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(LIB) $(ALL_LIBS)
+
+# benchmarks: programs that print a table (never run by make check); `make bench` builds them
+$(B)/bench/%: tests/bench/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
+	@mkdir -p $(@D)
+	$(say) BENCH $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(LIB) $(ALL_LIBS)
+
+bench: all $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do echo "built $$b"; done
 
 $(B)/tests/tap.o: tests/tap.c $(B)/flags | deps
 	@mkdir -p $(@D)

@@ -10,6 +10,11 @@ mode-cat -J -o "$W/alloc.msgpack" "$S/alloc.jsonl"
 mode-cat -J -o "$W/trace-layers-0-1.msgpack" "$S/trace-a.jsonl"
 mode-cat -J -o "$W/trace-layers-2-3.msgpack" "$S/trace-b.jsonl"
 ln -s "$MODE_FIXTURES/reference/tiny-random-qwen3vlmoe" "$W/model"
+# a page whose examples need more files has a setup script: tests/filters/man-examples.d/PAGE.sh,
+# sourced with $W (the work directory), $S and $MODE_FIXTURES set
+for setup in "$MODE_ROOT"/tests/filters/man-examples.d/*.sh; do
+    [ -e "$setup" ] && . "$setup"
+done
 
 for page in "$MODE_ROOT"/man/*.[1-8]; do
     name=$(basename "$page")
