@@ -1,0 +1,241 @@
+/* mode-eval — runs a model over a samples stream and reports perplexity and exact match as JSON;
+ * optionally writes every sample's logits as a stream. The end of the pipeline: it judges the
+ * original checkpoint and the quantized ones alike. Options and streams only; the forward pass
+ * is lib/runtime.c, the metrics lib/eval.c. */
+#include "../../lib/eval.h"
+#include "../../lib/mpjson.h"
+#include "../../lib/ops.h"
+#include "../../lib/runtime.h"
+#include "../../lib/stream.h"
+#include "../common/cli.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: mode-eval -m DIR [-o FILE] [--logits FILE] [--batch-tokens N] [--threads N] [SAMPLES]\n"
+    "  -m, --model DIR        the checkpoint to evaluate\n"
+    "  -o, --output FILE      write the metrics (JSON) to FILE, atomically (default: stdout)\n"
+    "      --logits FILE      also write every sample's logits as a 'logits' stream\n"
+    "      --batch-tokens N   tokens run through the model together (default 16384)\n"
+    "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "  -h, --help             this text;  -V, --version  the version\n"
+    "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
+    "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-eval(1).\n";
+
+static struct mode_err err;
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+struct run {
+    struct mode_model m;
+    struct mode_rt rt;
+    struct mode_eval ev;
+    struct mode_stream_writer lw; /* --logits */
+    bool logits;
+    int64_t next_sample;          /* index of the batch's first sample in the input */
+    float *buf;
+    size_t buf_cap;
+};
+
+#define CHUNK_ROWS 256 /* logits rows computed at a time when they are not all kept */
+
+static void run_batch(struct run *r, struct mode_rt_batch *b)
+{
+    if (mode_rt_forward(&r->rt, b, NULL, &err)) mode_fail(&err);
+    const int64_t V = r->m.cfg.text.n_vocab;
+    for (int s = 0; s < b->n_seq; s++) {
+        const struct mode_rt_seq *q = &b->seq[s];
+        int64_t rows = r->logits ? q->n_tok : (q->n_tok < CHUNK_ROWS ? q->n_tok : CHUNK_ROWS);
+        size_t need = (size_t)(rows * V);
+        if (need > r->buf_cap) {
+            free(r->buf);
+            r->buf = malloc(need * sizeof *r->buf);
+            if (!r->buf) mode_die(MODE_EUNAVAILABLE, "out of memory (%zu bytes of logits)", need * sizeof(float));
+            r->buf_cap = need;
+        }
+        mode_eval_begin(&r->ev, q->n_tok, q->score, q->n_img);
+        for (int64_t r0 = 0; r0 < q->n_tok; r0 += rows) {
+            int64_t n = q->n_tok - r0 < rows ? q->n_tok - r0 : rows;
+            if (mode_rt_logits(&r->rt, b, s, r0, n, r->buf, &err)) mode_fail(&err);
+            mode_eval_rows(&r->ev, r->buf, r0, n, V, q->tokens, q->n_tok, q->score);
+        }
+        mode_eval_end(&r->ev);
+        if (r->logits) {
+            struct mode_mp rec;
+            mode_mp_init(&rec);
+            mode_mp_map_open(&rec);
+            mode_mp_key(&rec, "sample");
+            mode_mp_int(&rec, r->next_sample + s);
+            mode_mp_key(&rec, "id");
+            mode_mp_str(&rec, q->id);
+            mode_mp_key(&rec, "logits");
+            int64_t shape[2] = {q->n_tok, V};
+            mode_mp_tensor(&rec, MODE_F32, 2, shape, r->buf);
+            mode_mp_close(&rec);
+            if (mode_mp_finish(&rec, &err) || mode_stream_write_record(&r->lw, &rec, &err)) mode_fail(&err);
+            mode_mp_free(&rec);
+        }
+    }
+    r->next_sample += b->n_seq;
+}
+
+int main(int argc, char **argv)
+{
+    mode_cli_init("mode-eval");
+    enum { OPT_LOGITS = 256, OPT_BATCH, OPT_THREADS };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},         {"output", required_argument, 0, 'o'},
+        {"logits", required_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
+        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},             {0, 0, 0, 0},
+    };
+    const char *model_dir = NULL, *output = "-", *logits_path = NULL;
+    long batch_tokens = 16384, threads = 0;
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'o': output = optarg; break;
+        case OPT_LOGITS: logits_path = optarg; break;
+        case OPT_BATCH:
+            batch_tokens = strtol(optarg, &end, 10);
+            if (*end || batch_tokens < 1) mode_die(MODE_EUSAGE, "--batch-tokens: '%s' is not a positive integer", optarg);
+            break;
+        case OPT_THREADS:
+            threads = strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
+        case 'V': printf("mode-eval %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
+        default: fputs(usage_text, stderr); return MODE_EUSAGE;
+        }
+    }
+    if (!model_dir) mode_die(MODE_EUSAGE, "-m DIR is required (the model to evaluate)");
+    if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most (merge several with mode-cat -s)");
+    const char *input = optind < argc ? argv[optind] : "-";
+    if (logits_path && !strcmp(logits_path, "-") && !strcmp(output, "-"))
+        mode_die(MODE_EUSAGE, "--logits - and the metrics cannot both go to stdout (use -o for the metrics)");
+    mode_ops_threads((int)threads);
+
+    struct run r;
+    memset(&r, 0, sizeof r);
+    if (mode_model_open(&r.m, model_dir, &err) || mode_rt_init(&r.rt, &r.m, &err)) mode_fail(&err);
+    struct mode_stream_reader in;
+    if (mode_stream_open(&in, input, &err) || mode_stream_read_header(&in, "samples", &err) ||
+        mode_model_id_check(mode_mp_get(in.header, "model"), &r.m, in.name, &err))
+        mode_fail(&err);
+
+    struct mode_outfile out, lout;
+    char out_tmp[sizeof out.tmp] = "", lout_tmp[sizeof lout.tmp] = "";
+    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
+    memcpy(out_tmp, out.tmp, sizeof out_tmp);
+    if (out_tmp[0]) mode_cli_tmp_add(out_tmp, false);
+    if (logits_path) {
+        r.logits = true;
+        if (mode_outfile_open(&lout, logits_path, &err)) mode_fail(&err);
+        memcpy(lout_tmp, lout.tmp, sizeof lout_tmp);
+        if (lout_tmp[0]) mode_cli_tmp_add(lout_tmp, false);
+        struct mode_mp h;
+        mode_mp_init(&h);
+        mode_stream_header_begin(&h, "logits", "mode-eval");
+        mode_mp_key(&h, "args");
+        mode_mp_map_open(&h);
+        mode_mp_close(&h);
+        mode_mp_key(&h, "model");
+        mode_model_id_pack(&h, &r.m);
+        mode_mp_key(&h, "inputs");
+        mode_mp_array_open(&h);
+        mode_mp_obj(&h, in.header);
+        mode_mp_close(&h);
+        mode_mp_key(&h, "shards");
+        mode_mp_array_open(&h);
+        mode_mp_close(&h);
+        mode_mp_close(&h);
+        if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&r.lw, lout.fd, lout.path, &err) ||
+            mode_stream_write_header(&r.lw, &h, &err))
+            mode_fail(&err);
+        mode_mp_free(&h);
+    }
+
+    mode_eval_init(&r.ev);
+    double t0 = now();
+    int64_t n_rec = 0;
+    struct mode_rt_batch b;
+    mode_rt_batch_init(&b);
+    for (;;) {
+        const msgpack_object *o;
+        if (mode_stream_next(&in, &o, &err)) mode_fail(&err);
+        if (o) {
+            char what[64];
+            snprintf(what, sizeof what, "record %lld", (long long)++n_rec);
+            struct mode_rec rec = {o, in.name, what};
+            struct mode_sample s;
+            if (mode_sample_parse(&rec, &s, &err) || mode_rt_batch_add(&r.rt, &b, &s, &rec, &err)) mode_fail(&err);
+            mode_sample_free(&s);
+        }
+        if (b.n_seq && (!o || b.n_rows >= batch_tokens)) {
+            run_batch(&r, &b);
+            mode_rt_batch_free(&b);
+            mode_rt_batch_init(&b);
+            double dt = now() - t0;
+            char what[96];
+            snprintf(what, sizeof what, "%lld tokens, %.0f tokens/s; samples", (long long)r.ev.tokens, r.ev.tokens / (dt > 0 ? dt : 1));
+            mode_progress(what, (uint64_t)r.ev.samples, o ? (uint64_t)r.ev.samples + 1 : (uint64_t)r.ev.samples);
+        }
+        if (!o) break;
+    }
+    if (mode_stream_finish(&in, &err)) mode_fail(&err);
+    double seconds = now() - t0;
+    if (r.logits) {
+        if (mode_stream_write_trailer(&r.lw, NULL, &err) || mode_stream_writer_free(&r.lw, &err) ||
+            mode_outfile_commit(&lout, &err))
+            mode_fail(&err);
+        mode_cli_tmp_remove(lout_tmp);
+    }
+
+    /* the report: metrics + what was evaluated */
+    struct mode_mp j;
+    mode_mp_init(&j);
+    mode_mp_map_open(&j);
+    mode_mp_key(&j, "model");
+    mode_model_id_pack(&j, &r.m);
+    mode_mp_key(&j, "samples_stream");
+    mode_mp_str(&j, in.name);
+    mode_mp_key(&j, "metrics");
+    mode_eval_pack(&j, &r.ev);
+    mode_mp_key(&j, "seconds");
+    mode_mp_f64(&j, seconds);
+    mode_mp_key(&j, "tokens_per_second");
+    mode_mp_f64(&j, seconds > 0 ? (double)r.ev.tokens / seconds : 0);
+    mode_mp_close(&j);
+    if (mode_mp_finish(&j, &err)) mode_fail(&err);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    msgpack_unpack_next(&u, j.buf, j.len, &off);
+    struct mode_wbuf w;
+    if (mode_wbuf_init(&w, out.fd, out.path, &err)) mode_fail(&err);
+    if (mode_mpjson_write(&w, &u.data, 0) || mode_wbuf_putc(&w, '\n')) mode_fail(&w.err);
+    if (mode_wbuf_free(&w, &err) || mode_outfile_commit(&out, &err)) mode_fail(&err);
+    mode_cli_tmp_remove(out_tmp);
+    msgpack_unpacked_destroy(&u);
+    mode_mp_free(&j);
+    mode_stream_reader_free(&in);
+    mode_rt_batch_free(&b);
+    free(r.buf);
+    mode_rt_free(&r.rt);
+    mode_model_close(&r.m);
+    if (out.is_stdout) mode_cli_close_stdout();
+    return 0;
+}

@@ -1,0 +1,154 @@
+/* ops.c — CPU f32 operations of the runtime, the references of the CUDA kernels (ops.h). */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+void mode_ops_threads(int n)
+{
+    if (n > 0) openblas_set_num_threads(n);
+}
+
+void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
+               float beta, float *c, int64_t ldc)
+{
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a,
+                (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+}
+
+void mode_rmsnorm_ref(const float *x, const float *w, float eps, int64_t n, int64_t d, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        float *yi = y + i * d;
+        float ss = 0;
+        for (int64_t j = 0; j < d; j++) ss += xi[j] * xi[j];
+        float r = 1.0f / sqrtf(ss / (float)d + eps);
+        for (int64_t j = 0; j < d; j++) yi[j] = w[j] * (xi[j] * r);
+    }
+}
+
+void mode_layernorm_ref(const float *x, const float *w, const float *b, float eps, int64_t n, int64_t d, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *xi = x + i * d;
+        float *yi = y + i * d;
+        float mean = 0;
+        for (int64_t j = 0; j < d; j++) mean += xi[j];
+        mean /= (float)d;
+        float var = 0;
+        for (int64_t j = 0; j < d; j++) {
+            float t = xi[j] - mean;
+            var += t * t;
+        }
+        var /= (float)d;
+        float r = 1.0f / sqrtf(var + eps);
+        for (int64_t j = 0; j < d; j++) yi[j] = (xi[j] - mean) * r * w[j] + b[j];
+    }
+}
+
+void mode_softmax_ref(float *x, int64_t n, int64_t d)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float *xi = x + i * d;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < d; j++) mx = xi[j] > mx ? xi[j] : mx;
+        if (mx == -INFINITY) { /* a row with nothing to attend to: all zero (never in a causal row) */
+            memset(xi, 0, (size_t)d * sizeof *xi);
+            continue;
+        }
+        float s = 0;
+        for (int64_t j = 0; j < d; j++) {
+            xi[j] = expf(xi[j] - mx);
+            s += xi[j];
+        }
+        float inv = 1.0f / s;
+        for (int64_t j = 0; j < d; j++) xi[j] *= inv;
+    }
+}
+
+void mode_swiglu_ref(const float *x, int64_t n, int64_t f, float *y)
+{
+    for (int64_t i = 0; i < n; i++) {
+        const float *g = x + i * 2 * f, *u = g + f;
+        float *yi = y + i * f;
+        for (int64_t j = 0; j < f; j++) yi[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
+    }
+}
+
+void mode_gelu_tanh_ref(float *x, int64_t n)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void mode_gelu_erf_ref(float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+void mode_add_bias_ref(float *y, const float *b, int64_t n, int64_t d)
+{
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < d; j++) y[i * d + j] += b[j];
+}
+
+void mode_rope_ref(float *x, int64_t n, int64_t ld, int n_head, int head_dim, const float *ang)
+{
+    int half = head_dim / 2;
+    float cs[2 * 2048]; /* cos and sin of one row: head_dim <= 4096 (checked by the runtime) */
+    MODE_ASSERT(half <= 2048);
+    for (int64_t i = 0; i < n; i++) {
+        const float *a = ang + i * half;
+        for (int j = 0; j < half; j++) {
+            cs[j] = cosf(a[j]);
+            cs[half + j] = sinf(a[j]);
+        }
+        for (int h = 0; h < n_head; h++) {
+            float *q = x + i * ld + (int64_t)h * head_dim;
+            for (int j = 0; j < half; j++) {
+                float x1 = q[j], x2 = q[j + half];
+                q[j] = x1 * cs[j] - x2 * cs[half + j];
+                q[j + half] = x2 * cs[j] + x1 * cs[half + j];
+            }
+        }
+    }
+}
+
+void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w)
+{
+    float p[MODE_TOPK_MAX_EXPERTS];
+    for (int64_t i = 0; i < n; i++) {
+        const float *l = logits + i * n_expert;
+        memcpy(p, l, (size_t)n_expert * sizeof *p);
+        mode_softmax_ref(p, 1, n_expert);
+        int32_t *ii = idx + i * k;
+        float *wi = w + i * k;
+        /* selection: k passes for the largest remaining; stable on ties (lower index first) */
+        for (int j = 0; j < k; j++) {
+            int best = -1;
+            for (int e = 0; e < n_expert; e++) {
+                bool taken = false;
+                for (int t = 0; t < j && !taken; t++) taken = ii[t] == e;
+                if (!taken && (best < 0 || p[e] > p[best])) best = e;
+            }
+            ii[j] = best;
+            wi[j] = p[best];
+        }
+        if (norm) {
+            float s = 0;
+            for (int j = 0; j < k; j++) s += wi[j];
+            for (int j = 0; j < k; j++) wi[j] /= s;
+        }
+    }
+}

@@ -1,0 +1,51 @@
+/* ops.h — the CPU compute operations of the model runtime, in f32. Each is the C reference of
+ * the CUDA kernel of the same name (mode_<op>_ref here, mode_<op>_cuda in kernels/mode_cuda.h).
+ *
+ * Conventions: row-major; x (n, d) means n rows of d floats; operations on rows are independent.
+ * The arithmetic follows transformers' PyTorch code in f32 (RMSNorm and LayerNorm reduce in
+ * f32, softmax subtracts the row maximum, GELU variants as torch defines them). GEMMs go to
+ * OpenBLAS (multi-threaded; mode_ops_threads sets the thread count). Nothing here allocates
+ * except where a scratch argument is absent and said otherwise.
+ */
+#ifndef MODE_OPS_H
+#define MODE_OPS_H
+
+#include "mode.h"
+
+#include <stdbool.h>
+
+#define MODE_TOPK_MAX_EXPERTS 4096 /* = MODE_MAX_EXPERTS, the config limit */
+
+/* Threads OpenBLAS may use (0 keeps its default: all cores or OPENBLAS_NUM_THREADS). */
+void mode_ops_threads(int n);
+
+/* C (m, n) = A (m, k) · op(B) + beta·C, op(B) = B^T when b_trans (B stored (n, k), an nn.Linear
+ * weight) else B (B stored (k, n)). ldb is B's row stride. */
+void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
+               float beta, float *c, int64_t ldc);
+
+/* y = x / sqrt(mean(x^2) + eps) * w, per row of d. In place when y == x. */
+void mode_rmsnorm_ref(const float *x, const float *w, float eps, int64_t n, int64_t d, float *y);
+/* y = (x - mean) / sqrt(var + eps) * w + b, per row (biased variance, torch.nn.LayerNorm). */
+void mode_layernorm_ref(const float *x, const float *w, const float *b, float eps, int64_t n, int64_t d, float *y);
+/* Softmax of each row of d, in place. */
+void mode_softmax_ref(float *x, int64_t n, int64_t d);
+/* x = silu(x[:, :f]) * x[:, f:] for rows of 2f, written to y (n, f). */
+void mode_swiglu_ref(const float *x, int64_t n, int64_t f, float *y);
+/* In place GELU: tanh approximation (gelu_pytorch_tanh) or exact erf form (nn.GELU()). */
+void mode_gelu_tanh_ref(float *x, int64_t n);
+void mode_gelu_erf_ref(float *x, int64_t n);
+/* y += b for each row of d. */
+void mode_add_bias_ref(float *y, const float *b, int64_t n, int64_t d);
+
+/* Rotary embedding, rotate-half form: for each of n rows of x (row stride ld; n_head heads of
+ * head_dim each, contiguous), with per-row angles ang (n, head_dim/2):
+ * x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin, x1 and x2 the halves of each head; cos and sin
+ * are f32 cosf/sinf of the angles (torch: q*cos + rotate_half(q)*sin). */
+void mode_rope_ref(float *x, int64_t n, int64_t ld, int n_head, int head_dim, const float *ang);
+
+/* Router: softmax over n_expert logits (f32), the k largest probabilities (ties: the lower expert
+ * index first, as torch.topk on CPU returns them), renormalised to sum 1 when norm. */
+void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w);
+
+#endif

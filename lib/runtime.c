@@ -1,0 +1,730 @@
+/* runtime.c — Qwen3-VL-MoE forward pass on the CPU, layer-sequential over a batch (runtime.h). */
+#include "runtime.h"
+
+#include "ops.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- small helpers ------------------------------------------------------------------------- */
+
+static void *xcalloc(size_t n, size_t size, struct mode_err *err, const char *what)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) mode_err_oom(err, n * size, what);
+    return p;
+}
+
+/* A stored tensor as f32 in a new buffer (NULL on failure, err set). */
+static float *to_f32(const struct mode_st_tensor *t, struct mode_err *err)
+{
+    if (!t) return NULL;
+    float *p = xcalloc((size_t)t->numel, sizeof *p, err, t->name);
+    if (p && mode_st_to_f32(t, p, err)) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+/* Grows a scratch buffer to hold n floats. */
+static int grow(float **buf, size_t *cap, size_t n, struct mode_err *err)
+{
+    if (n <= *cap) return MODE_OK;
+    float *p = realloc(*buf, n * sizeof *p);
+    if (!p) return mode_err_oom(err, n * sizeof *p, "activations");
+    *buf = p;
+    *cap = n;
+    return MODE_OK;
+}
+
+/* rotary inverse frequencies as torch computes them in f32: 1 / base^(2j/dim) */
+static float *inv_freqs(double base, int dim, struct mode_err *err)
+{
+    float *f = xcalloc((size_t)dim / 2, sizeof *f, err, "rotary frequencies");
+    if (!f) return NULL;
+    for (int j = 0; j < dim / 2; j++) f[j] = 1.0f / powf((float)base, (float)(2 * j) / (float)dim);
+    return f;
+}
+
+int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err)
+{
+    memset(rt, 0, sizeof *rt);
+    rt->m = m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const struct mode_vision_config *v = &m->cfg.vision;
+    if (t->head_dim > 4096 || v->n_embd / v->n_head > 4096)
+        return mode_err_set(err, MODE_EDATA, "%s: head size above 4096 is not supported", m->dir);
+    rt->inv_freq = inv_freqs(t->rope_theta, t->head_dim, err);
+    /* vision rotary: dim = head_dim / 2 (rows and columns get half each) */
+    rt->vis_inv_freq = inv_freqs(v->rope_theta, v->n_embd / v->n_head / 2, err);
+    rt->out_norm = to_f32(m->out_norm, err);
+    if (!rt->inv_freq || !rt->vis_inv_freq || !rt->out_norm) {
+        mode_rt_free(rt);
+        return err->code ? err->code : MODE_EUNAVAILABLE;
+    }
+    return MODE_OK;
+}
+
+void mode_rt_free(struct mode_rt *rt)
+{
+    free(rt->inv_freq);
+    free(rt->vis_inv_freq);
+    free(rt->lm_head);
+    free(rt->out_norm);
+    memset(rt, 0, sizeof *rt);
+}
+
+/* ---- batch ------------------------------------------------------------------------------- */
+
+void mode_rt_batch_init(struct mode_rt_batch *b) { memset(b, 0, sizeof *b); }
+
+static void free_image_copy(struct mode_image *im)
+{
+    free((void *)im->pixels.data);
+    free((void *)im->pixel_values.data);
+    im->pixels.data = im->pixel_values.data = NULL;
+}
+
+/* the image with its pixel data copied (views into the record must not outlive it) */
+static int copy_image(const struct mode_image *src, struct mode_image *dst, struct mode_err *err)
+{
+    *dst = *src;
+    dst->source = NULL;
+    dst->source_len = 0;
+    const struct mode_tensor *t = src->has_pixels ? &src->pixels : &src->pixel_values;
+    void *p = malloc(t->nbytes ? t->nbytes : 1);
+    if (!p) return mode_err_oom(err, t->nbytes, "image pixels");
+    memcpy(p, t->data, t->nbytes);
+    if (src->has_pixels) dst->pixels.data = p;
+    else dst->pixel_values.data = p;
+    return MODE_OK;
+}
+
+void mode_rt_batch_free(struct mode_rt_batch *b)
+{
+    for (int i = 0; i < b->n_seq; i++) {
+        struct mode_rt_seq *q = &b->seq[i];
+        free(q->id);
+        free(q->tokens);
+        free(q->modality);
+        free(q->score);
+        free(q->pos);
+        free(q->img);
+        free(q->deepstack);
+    }
+    for (int i = 0; i < b->n_image; i++) free_image_copy(&b->image[i].data);
+    free(b->seq);
+    free(b->image);
+    free(b->h);
+    memset(b, 0, sizeof *b);
+}
+
+void mode_rt_positions(const struct mode_config *c, const struct mode_sample *s, int32_t *pos)
+{
+    const int m = c->vision.merge_size;
+    int64_t n = s->n_tok, i = 0;
+    int32_t cur = 0;
+    int k = 0;
+    while (i < n) {
+        if (mode_sample_modality(s, i) == MODE_MOD_TEXT) {
+            pos[i] = pos[n + i] = pos[2 * n + i] = cur++;
+            i++;
+            continue;
+        }
+        /* an image: t x (h/m) x (w/m) grid of positions starting at cur */
+        const int64_t *g = s->images[k++].grid;
+        int64_t gh = g[1] / m, gw = g[2] / m;
+        for (int64_t t = 0; t < g[0]; t++)
+            for (int64_t y = 0; y < gh; y++)
+                for (int64_t x = 0; x < gw; x++, i++) {
+                    pos[i] = cur + (int32_t)t;
+                    pos[n + i] = cur + (int32_t)y;
+                    pos[2 * n + i] = cur + (int32_t)x;
+                }
+        cur += (int32_t)((gh > gw ? gh : gw)); /* transformers: max(h, w) / merge */
+    }
+}
+
+int mode_rt_batch_add(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode_sample *s,
+                      const struct mode_rec *where, struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_config *c = &m->cfg;
+    struct mode_rec anon = {NULL, "<samples>", "sample"};
+    int rc = mode_sample_check(s, c, where ? where : &anon, err);
+    if (rc) return rc;
+    if (b->next_layer || b->vision_done)
+        return mode_err_set(err, MODE_EINTERNAL, "samples must be added before the first layer runs");
+    if (b->n_seq == b->cap_seq) {
+        int nc = b->cap_seq ? 2 * b->cap_seq : 16;
+        struct mode_rt_seq *ns = realloc(b->seq, (size_t)nc * sizeof *ns);
+        if (!ns) return mode_err_oom(err, (size_t)nc * sizeof *ns, "sequences");
+        b->seq = ns;
+        b->cap_seq = nc;
+    }
+    const int64_t n = s->n_tok, D = c->text.n_embd;
+    if (b->n_rows + n > b->cap_rows) {
+        int64_t nc = b->cap_rows ? 2 * b->cap_rows : 4096;
+        while (nc < b->n_rows + n) nc *= 2;
+        float *nh = realloc(b->h, (size_t)(nc * D) * sizeof *nh);
+        if (!nh) return mode_err_oom(err, (size_t)(nc * D) * sizeof *nh, "hidden states");
+        b->h = nh;
+        b->cap_rows = nc;
+    }
+    struct mode_rt_seq *q = &b->seq[b->n_seq];
+    memset(q, 0, sizeof *q);
+    q->n_tok = n;
+    q->row = b->n_rows;
+    q->id = strndup(s->id, s->id_len);
+    q->tokens = xcalloc((size_t)n, sizeof *q->tokens, err, "tokens");
+    q->modality = xcalloc((size_t)n, 1, err, "tokens");
+    q->score = xcalloc((size_t)n, 1, err, "tokens");
+    q->pos = xcalloc((size_t)(3 * n), sizeof *q->pos, err, "positions");
+    if (!q->id || !q->tokens || !q->modality || !q->score || !q->pos) goto oom;
+    memcpy(q->tokens, s->tokens.data, (size_t)n * 4);
+    memcpy(q->modality, s->modality.data, (size_t)n);
+    memcpy(q->score, s->score.data, (size_t)n);
+    for (int64_t i = 0; i < n; i++) q->n_img += q->modality[i] == MODE_MOD_IMAGE;
+    q->img = xcalloc((size_t)q->n_img, sizeof *q->img, err, "image positions");
+    if (!q->img) goto oom;
+    for (int64_t i = 0, k = 0; i < n; i++)
+        if (q->modality[i] == MODE_MOD_IMAGE) q->img[k++] = i;
+    mode_rt_positions(c, s, q->pos);
+    /* token embeddings (image pads are overwritten by the vision tower) */
+    const struct mode_st_tensor *emb = m->tok_embd;
+    size_t es = mode_dtype_size(emb->dtype);
+    for (int64_t i = 0; i < n; i++)
+        mode_convert_ref(emb->dtype, (const char *)emb->data + (size_t)q->tokens[i] * (size_t)D * es, (size_t)D,
+                         b->h + (q->row + i) * D);
+    /* images: their patches, until the vision tower runs */
+    for (int k = 0; k < s->n_images; k++) {
+        if (b->n_image == b->cap_image) {
+            int nc = b->cap_image ? 2 * b->cap_image : 16;
+            struct mode_rt_image *ni = realloc(b->image, (size_t)nc * sizeof *ni);
+            if (!ni) goto oom;
+            b->image = ni;
+            b->cap_image = nc;
+        }
+        struct mode_rt_image *im = &b->image[b->n_image];
+        im->seq = b->n_seq;
+        if (copy_image(&s->images[k], &im->data, err)) goto oom;
+        b->n_image++;
+        if (s->images[k].has_pixels && !m->has_preproc) {
+            b->n_seq++; /* so that free releases it */
+            return mode_err_set(err, MODE_EDATA, "%s: %s: 8-bit pixels need %s/preprocessor_config.json (mean and std)",
+                                where ? where->stream : "<samples>", where ? where->what : "sample", m->dir);
+        }
+    }
+    b->n_rows += n;
+    b->n_seq++;
+    return MODE_OK;
+oom:
+    b->n_seq++;
+    return err->code ? err->code : mode_err_oom(err, 0, "a sample");
+}
+
+/* ---- vision tower ------------------------------------------------------------------------ */
+
+struct vis_block {
+    float *n1w, *n1b, *qkv, *qkvb, *proj, *projb, *n2w, *n2b, *fc1, *fc1b, *fc2, *fc2b;
+};
+
+static void vis_block_free(struct vis_block *w)
+{
+    float **p = &w->n1w;
+    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static int vis_block_load(const struct mode_vblock_w *t, struct vis_block *w, struct mode_err *err)
+{
+    const struct mode_st_tensor *src[] = {t->norm1_w, t->norm1_b, t->qkv_w, t->qkv_b, t->proj_w, t->proj_b,
+                                          t->norm2_w, t->norm2_b, t->fc1_w, t->fc1_b, t->fc2_w, t->fc2_b};
+    float **dst = &w->n1w;
+    for (size_t i = 0; i < sizeof src / sizeof *src; i++)
+        if (!(dst[i] = to_f32(src[i], err))) {
+            vis_block_free(w);
+            return err->code;
+        }
+    return MODE_OK;
+}
+
+/* out (n/m2, out_embd) = fc2(gelu(fc1(norm(x) regrouped by merge windows))) */
+static int merger(const struct mode_merger_w *t, bool postshuffle, const float *x, int64_t n, int E, int m2, float *out,
+                  struct mode_err *err)
+{
+    int64_t hm = (int64_t)E * m2, rows = n / m2;
+    int out_d = (int)t->fc2_w->shape[0];
+    float *nw = to_f32(t->norm_w, err), *nb = to_f32(t->norm_b, err), *f1 = to_f32(t->fc1_w, err),
+          *f1b = to_f32(t->fc1_b, err), *f2 = to_f32(t->fc2_w, err), *f2b = to_f32(t->fc2_b, err);
+    float *xn = xcalloc((size_t)(n * E), sizeof *xn, err, "merger"), *mid = xcalloc((size_t)(rows * hm), sizeof *mid, err, "merger");
+    int rc = err->code;
+    if (!rc && (!nw || !nb || !f1 || !f1b || !f2 || !f2b || !xn || !mid)) rc = MODE_EUNAVAILABLE;
+    if (!rc) {
+        /* the norm sees one patch (E) before the 2x2 shuffle, or the merged row (E*m2) after it */
+        if (postshuffle) mode_layernorm_ref(x, nw, nb, 1e-6f, rows, hm, xn);
+        else mode_layernorm_ref(x, nw, nb, 1e-6f, n, E, xn);
+        mode_gemm(rows, hm, hm, xn, hm, f1, hm, true, 0.0f, mid, hm);
+        mode_add_bias_ref(mid, f1b, rows, hm);
+        mode_gelu_erf_ref(mid, rows * hm);
+        mode_gemm(rows, out_d, hm, mid, hm, f2, hm, true, 0.0f, out, out_d);
+        mode_add_bias_ref(out, f2b, rows, out_d);
+    }
+    free(nw), free(nb), free(f1), free(f1b), free(f2), free(f2b), free(xn), free(mid);
+    return rc;
+}
+
+/* Learned position embeddings of one image, bilinearly interpolated (aligned corners) from the
+ * side x side table to its h x w grid, in merge-block patch order, repeated over t; added to x. */
+static void add_pos_embed(const float *table, int side, const int64_t *grid, int m, int E, float *x)
+{
+    int64_t t = grid[0], h = grid[1], w = grid[2];
+    int64_t bw = w / m, k = 0;
+    for (int64_t f = 0; f < t; f++)
+        for (int64_t p = 0; p < h * w; p++, k++) {
+            int64_t in_col = p % m, in_row = (p / m) % m, blk_col = (p / (m * m)) % bw, blk_row = p / (m * m * bw);
+            int64_t row = blk_row * m + in_row, col = blk_col * m + in_col;
+            float sy = (float)row * (float)(side - 1) / (float)(h > 1 ? h - 1 : 1);
+            float sx = (float)col * (float)(side - 1) / (float)(w > 1 ? w - 1 : 1);
+            float fy = floorf(sy), fx = floorf(sx);
+            int y0 = (int)fy, x0 = (int)fx;
+            int y1 = y0 + 1 < side ? y0 + 1 : side - 1, x1 = x0 + 1 < side ? x0 + 1 : side - 1;
+            float dy = sy - fy, dx = sx - fx;
+            float wy[2] = {1.0f - dy, dy}, wx[2] = {1.0f - dx, dx};
+            int ys[2] = {y0, y1}, xs[2] = {x0, x1};
+            float *o = x + k * E;
+            for (int e = 0; e < E; e++) {
+                float acc = 0;
+                for (int a = 0; a < 2; a++)
+                    for (int bb = 0; bb < 2; bb++) acc += table[((int64_t)ys[a] * side + xs[bb]) * E + e] * (wy[a] * wx[bb]);
+                o[e] += acc;
+            }
+        }
+}
+
+int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err *err)
+{
+    if (b->vision_done) return MODE_OK;
+    b->vision_done = true;
+    const struct mode_model *m = rt->m;
+    const struct mode_vision_config *v = &m->cfg.vision;
+    const int E = v->n_embd, H = v->n_head, hd = E / H, m2 = v->merge_size * v->merge_size, D = m->cfg.text.n_embd;
+    const int64_t pd = (int64_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
+    int64_t P = 0;
+    for (int i = 0; i < b->n_image; i++) P += b->image[i].data.grid[0] * b->image[i].data.grid[1] * b->image[i].data.grid[2];
+    for (int s = 0; s < b->n_seq; s++) {
+        b->seq[s].deepstack = xcalloc((size_t)(v->n_deepstack * b->seq[s].n_img * D), sizeof(float), err, "deepstack");
+        if (!b->seq[s].deepstack) return err->code;
+    }
+    if (P == 0) return MODE_OK;
+    int rc = MODE_OK;
+    float *x = xcalloc((size_t)(P * E), sizeof *x, err, "vision activations");
+    float *hn = xcalloc((size_t)(P * E), sizeof *hn, err, "vision activations");
+    float *qkv = xcalloc((size_t)(P * 3 * E), sizeof *qkv, err, "vision activations");
+    float *att = xcalloc((size_t)(P * E), sizeof *att, err, "vision activations");
+    float *mlp = xcalloc((size_t)(P * v->n_ff), sizeof *mlp, err, "vision activations");
+    float *ang = xcalloc((size_t)(P * hd / 2), sizeof *ang, err, "vision rotary");
+    float *ds = xcalloc((size_t)(v->n_deepstack * (P / m2) * D + 1), sizeof *ds, err, "deepstack");
+    float *embeds = xcalloc((size_t)((P / m2) * D), sizeof *embeds, err, "image embeddings");
+    float *pw = to_f32(m->patch_w, err), *pb = to_f32(m->patch_b, err), *table = to_f32(m->pos_embd, err);
+    float *scores = NULL;
+    size_t scores_cap = 0;
+    if (!x || !hn || !qkv || !att || !mlp || !ang || !ds || !embeds || !pw || !pb || !table) {
+        rc = err->code ? err->code : MODE_EUNAVAILABLE;
+        goto out;
+    }
+    /* patch embedding: Conv3d with kernel = stride = (T, P, P) is one matmul per patch; the f32
+     * patches of one image at a time */
+    int64_t off = 0;
+    for (int i = 0; i < b->n_image && !rc; i++) {
+        struct mode_rt_image *im = &b->image[i];
+        const int64_t *grid = im->data.grid;
+        int64_t np = grid[0] * grid[1] * grid[2];
+        float *patches = xcalloc((size_t)(np * pd), sizeof *patches, err, "image patches");
+        if (!patches || (rc = mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, err))) {
+            free(patches);
+            rc = err->code ? err->code : MODE_EUNAVAILABLE;
+            break;
+        }
+        mode_gemm(np, E, pd, patches, pd, pw, pd, true, 0.0f, x + off * E, E);
+        free(patches);
+        free_image_copy(&im->data);
+        mode_add_bias_ref(x + off * E, pb, np, E);
+        add_pos_embed(table, (int)lround(sqrt((double)v->n_pos)), grid, v->merge_size, E, x + off * E);
+        /* rotary angles: (row * inv_freq, col * inv_freq) of each patch in merge-block order */
+        int q4 = hd / 4, mm = v->merge_size;
+        int64_t w = grid[2], bw = w / mm;
+        for (int64_t p = 0; p < np; p++) {
+            int64_t pp = p % (grid[1] * w);
+            int64_t in_col = pp % mm, in_row = (pp / mm) % mm, blk_col = (pp / (mm * mm)) % bw, blk_row = pp / (mm * mm * bw);
+            float row = (float)(blk_row * mm + in_row), col = (float)(blk_col * mm + in_col);
+            float *a = ang + (off + p) * (hd / 2);
+            for (int j = 0; j < q4; j++) {
+                a[j] = row * rt->vis_inv_freq[j];
+                a[q4 + j] = col * rt->vis_inv_freq[j];
+            }
+        }
+        off += np;
+    }
+    free(pw), free(pb), free(table);
+    pw = pb = table = NULL;
+    if (rc) goto out;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int blk = 0; blk < v->depth && !rc; blk++) {
+        struct vis_block w;
+        if ((rc = vis_block_load(&m->vblocks[blk], &w, err))) break;
+        mode_layernorm_ref(x, w.n1w, w.n1b, 1e-6f, P, E, hn);
+        mode_gemm(P, 3 * E, E, hn, E, w.qkv, E, true, 0.0f, qkv, 3 * E);
+        mode_add_bias_ref(qkv, w.qkvb, P, 3 * E);
+        mode_rope_ref(qkv, P, 3 * E, H, hd, ang);     /* q */
+        mode_rope_ref(qkv + E, P, 3 * E, H, hd, ang); /* k */
+        /* attention inside each frame of each image */
+        off = 0;
+        for (int i = 0; i < b->n_image && !rc; i++) {
+            const int64_t *g = b->image[i].data.grid;
+            int64_t seg = g[1] * g[2];
+            for (int64_t f = 0; f < g[0]; f++, off += seg) {
+                if ((rc = grow(&scores, &scores_cap, (size_t)(seg * seg), err))) break;
+                for (int h = 0; h < H; h++) {
+                    const float *qh = qkv + off * 3 * E + h * hd, *kh = qh + E, *vh = qh + 2 * E;
+                    mode_gemm(seg, seg, hd, qh, 3 * E, kh, 3 * E, true, 0.0f, scores, seg);
+                    for (int64_t z = 0; z < seg * seg; z++) scores[z] *= scale;
+                    mode_softmax_ref(scores, seg, seg);
+                    mode_gemm(seg, hd, seg, scores, seg, vh, 3 * E, false, 0.0f, att + off * E + h * hd, E);
+                }
+            }
+        }
+        if (!rc) {
+            /* x += proj(att); x += fc2(gelu(fc1(norm2(x)))) */
+            mode_gemm(P, E, E, att, E, w.proj, E, true, 0.0f, hn, E);
+            mode_add_bias_ref(hn, w.projb, P, E);
+            for (int64_t z = 0; z < P * E; z++) x[z] += hn[z];
+            mode_layernorm_ref(x, w.n2w, w.n2b, 1e-6f, P, E, hn);
+            mode_gemm(P, v->n_ff, E, hn, E, w.fc1, E, true, 0.0f, mlp, v->n_ff);
+            mode_add_bias_ref(mlp, w.fc1b, P, v->n_ff);
+            mode_gelu_tanh_ref(mlp, P * v->n_ff);
+            mode_gemm(P, E, v->n_ff, mlp, v->n_ff, w.fc2, v->n_ff, true, 0.0f, hn, E);
+            mode_add_bias_ref(hn, w.fc2b, P, E);
+            for (int64_t z = 0; z < P * E; z++) x[z] += hn[z];
+        }
+        vis_block_free(&w);
+        for (int k = 0; k < v->n_deepstack && !rc; k++)
+            if (v->deepstack[k] == blk) rc = merger(&m->deepstack[k], true, x, P, E, m2, ds + (int64_t)k * (P / m2) * D, err);
+    }
+    if (!rc) rc = merger(&m->merger, false, x, P, E, m2, embeds, err);
+    if (!rc) {
+        /* scatter: image embeddings over the pad tokens, deepstack features beside them */
+        int64_t r = 0;
+        int64_t *used = xcalloc((size_t)b->n_seq, sizeof *used, err, "scatter");
+        if (!used) rc = err->code;
+        for (int i = 0; i < b->n_image && !rc; i++) {
+            struct mode_rt_seq *q = &b->seq[b->image[i].seq];
+            const int64_t *g = b->image[i].data.grid;
+            int64_t nt = g[0] * g[1] * g[2] / m2;
+            for (int64_t j = 0; j < nt; j++, r++) {
+                int64_t slot = used[b->image[i].seq]++;
+                memcpy(b->h + (q->row + q->img[slot]) * D, embeds + r * D, (size_t)D * sizeof(float));
+                for (int k = 0; k < v->n_deepstack; k++)
+                    memcpy(q->deepstack + ((int64_t)k * q->n_img + slot) * D, ds + ((int64_t)k * (P / m2) + r) * D,
+                           (size_t)D * sizeof(float));
+            }
+        }
+        free(used);
+    }
+out:
+    free(x), free(hn), free(qkv), free(att), free(mlp), free(ang), free(ds), free(embeds), free(pw), free(pb), free(table);
+    free(scores);
+    return rc;
+}
+
+/* ---- decoder layer -------------------------------------------------------------------------- */
+
+struct text_layer {
+    float *an, *fn, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *qn, *kn, *router, *fg, *fu, *fd;
+};
+
+static void text_layer_free(struct text_layer *w)
+{
+    float **p = &w->an;
+    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
+    memset(w, 0, sizeof *w);
+}
+
+static int text_layer_load(const struct mode_layer_w *t, struct text_layer *w, struct mode_err *err)
+{
+    memset(w, 0, sizeof *w);
+    const struct mode_st_tensor *src[] = {t->attn_norm, t->ffn_norm, t->wq, t->wk, t->wv, t->wo, t->bq, t->bk,
+                                          t->bv, t->bo, t->q_norm, t->k_norm, t->router, t->ffn_gate, t->ffn_up, t->ffn_down};
+    float **dst = &w->an;
+    for (size_t i = 0; i < sizeof src / sizeof *src; i++)
+        if (src[i] && !(dst[i] = to_f32(src[i], err))) {
+            text_layer_free(w);
+            return err->code;
+        }
+    return MODE_OK;
+}
+
+/* Angles (n, head_dim/2) of interleaved MRoPE: frequency j takes the h position when
+ * j % 3 == 1 and j < 3*section[1], the w position when j % 3 == 2 and j < 3*section[2], else t. */
+static void mrope_angles(const struct mode_rt *rt, const struct mode_rt_seq *q, float *ang)
+{
+    const struct mode_text_config *t = &rt->m->cfg.text;
+    int half = t->head_dim / 2;
+    const int *sec = t->mrope_section;
+    for (int64_t i = 0; i < q->n_tok; i++)
+        for (int j = 0; j < half; j++) {
+            int axis = (j % 3 == 1 && j < 3 * sec[1]) ? 1 : (j % 3 == 2 && j < 3 * sec[2]) ? 2 : 0;
+            ang[i * half + j] = (float)q->pos[axis * q->n_tok + i] * rt->inv_freq[j];
+        }
+}
+
+/* The f32 gate_up (2I rows of D when trans, else D rows of 2I) and down weights of one expert. */
+static int expert_f32(const struct mode_model *m, int layer, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans,
+                      struct mode_err *err)
+{
+    const struct mode_layer_w *w = &m->layers[layer];
+    const struct mode_text_config *t = &m->cfg.text;
+    size_t n_gu = (size_t)2 * t->n_ff_exp * t->n_embd, n_dn = (size_t)t->n_ff_exp * t->n_embd;
+    size_t es = mode_dtype_size(w->gate_up->dtype), ed = mode_dtype_size(w->down->dtype);
+    /* each expert's slice is contiguous in both layouts: hub stores W^T, transformers 5 stores W */
+    if (mode_convert_ref(w->gate_up->dtype, (const char *)w->gate_up->data + (size_t)e * n_gu * es, n_gu, gu) ||
+        mode_convert_ref(w->down->dtype, (const char *)w->down->data + (size_t)e * n_dn * ed, n_dn, dn))
+        return mode_err_set(err, MODE_EDATA, "layer %d experts: dtype cannot be converted", layer);
+    *gu_trans = *dn_trans = m->layout == MODE_EXPERTS_V5;
+    return MODE_OK;
+}
+
+struct layer_scratch {
+    float *xn, *q, *k, *v, *o, *ang, *scores, *colsum, *logits, *w, *out, *xe, *ge, *ae, *de, *gu, *dn;
+    int32_t *experts;
+    int64_t *order, *start;
+    size_t cap[16];
+};
+
+static void scratch_free(struct layer_scratch *s)
+{
+    free(s->xn), free(s->q), free(s->k), free(s->v), free(s->o), free(s->ang), free(s->scores), free(s->colsum);
+    free(s->logits), free(s->w), free(s->out), free(s->xe), free(s->ge), free(s->ae), free(s->de), free(s->gu), free(s->dn);
+    free(s->experts), free(s->order), free(s->start);
+}
+
+static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w,
+                     struct layer_scratch *s, const struct mode_rt_hooks *hooks, struct mode_err *err)
+{
+    const struct mode_text_config *t = &rt->m->cfg.text;
+    const int64_t N = b->n_rows, D = t->n_embd;
+    const int nh = t->n_head, nkv = t->n_head_kv, hd = t->head_dim, grp = nh / nkv;
+    const int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
+    size_t smax = 0, nmax = 0;
+    for (int i = 0; i < b->n_seq; i++) {
+        size_t n = (size_t)b->seq[i].n_tok;
+        smax = n * n > smax ? n * n : smax;
+        nmax = n > nmax ? n : nmax;
+    }
+    s->xn = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
+    s->q = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
+    s->k = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
+    s->v = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
+    s->o = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
+    s->ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations");
+    s->scores = xcalloc(smax, sizeof(float), err, "attention scores");
+    s->colsum = xcalloc(nmax, sizeof(float), err, "attention scores");
+    if (!s->xn || !s->q || !s->k || !s->v || !s->o || !s->ang || !s->scores || !s->colsum) return err->code;
+    mode_rmsnorm_ref(b->h, w->an, (float)t->rms_eps, N, D, s->xn);
+    mode_gemm(N, qd, D, s->xn, D, w->wq, D, true, 0.0f, s->q, qd);
+    mode_gemm(N, kvd, D, s->xn, D, w->wk, D, true, 0.0f, s->k, kvd);
+    mode_gemm(N, kvd, D, s->xn, D, w->wv, D, true, 0.0f, s->v, kvd);
+    if (w->bq) {
+        mode_add_bias_ref(s->q, w->bq, N, qd);
+        mode_add_bias_ref(s->k, w->bk, N, kvd);
+        mode_add_bias_ref(s->v, w->bv, N, kvd);
+    }
+    /* q/k RMSNorm over each head */
+    mode_rmsnorm_ref(s->q, w->qn, (float)t->rms_eps, N * nh, hd, s->q);
+    mode_rmsnorm_ref(s->k, w->kn, (float)t->rms_eps, N * nkv, hd, s->k);
+    for (int i = 0; i < b->n_seq; i++) mrope_angles(rt, &b->seq[i], s->ang + b->seq[i].row * (hd / 2));
+    mode_rope_ref(s->q, N, qd, nh, hd, s->ang);
+    mode_rope_ref(s->k, N, kvd, nkv, hd, s->ang);
+    const float scale = 1.0f / sqrtf((float)hd); /* head_dim ** -0.5 */
+    for (int i = 0; i < b->n_seq; i++) {
+        const struct mode_rt_seq *sq = &b->seq[i];
+        const int64_t n = sq->n_tok, r0 = sq->row;
+        const uint8_t *rows = hooks && hooks->attn_rows ? hooks->attn_rows(hooks->ctx, layer, i) : NULL;
+        int64_t n_rows_sel = 0;
+        if (rows) {
+            memset(s->colsum, 0, (size_t)n * sizeof(float));
+            for (int64_t r = 0; r < n; r++) n_rows_sel += rows[r] != 0;
+        }
+        for (int h = 0; h < nh; h++) {
+            const float *qh = s->q + r0 * qd + h * hd, *kh = s->k + r0 * kvd + (h / grp) * hd, *vh = s->v + r0 * kvd + (h / grp) * hd;
+            mode_gemm(n, n, hd, qh, qd, kh, kvd, true, 0.0f, s->scores, n);
+            for (int64_t r = 0; r < n; r++) {
+                float *row = s->scores + r * n;
+                for (int64_t c = 0; c <= r; c++) row[c] *= scale;
+                for (int64_t c = r + 1; c < n; c++) row[c] = -INFINITY; /* causal */
+            }
+            mode_softmax_ref(s->scores, n, n);
+            if (rows)
+                for (int64_t r = 0; r < n; r++)
+                    if (rows[r])
+                        for (int64_t c = 0; c <= r; c++) s->colsum[c] += s->scores[r * n + c];
+            mode_gemm(n, hd, n, s->scores, n, vh, kvd, false, 0.0f, s->o + r0 * qd + h * hd, qd);
+        }
+        if (rows && hooks->attn) {
+            float denom = (float)nh * (float)(n_rows_sel ? n_rows_sel : 1);
+            for (int64_t c = 0; c < n; c++) s->colsum[c] /= denom;
+            int rc = hooks->attn(hooks->ctx, layer, i, s->colsum, err);
+            if (rc) return rc;
+        }
+    }
+    /* h += o_proj(o) */
+    mode_gemm(N, D, qd, s->o, qd, w->wo, qd, true, 1.0f, b->h, D);
+    if (w->bo) mode_add_bias_ref(b->h, w->bo, N, D);
+    return MODE_OK;
+}
+
+static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w,
+               struct layer_scratch *s, const struct mode_rt_hooks *hooks, struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const int64_t N = b->n_rows, D = t->n_embd, I = t->n_ff_exp;
+    const int E = t->n_expert, K = t->n_expert_used;
+    s->logits = xcalloc((size_t)(N * E), sizeof(float), err, "router logits");
+    s->w = xcalloc((size_t)(N * K), sizeof(float), err, "routing");
+    s->experts = xcalloc((size_t)(N * K), sizeof(int32_t), err, "routing");
+    s->out = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
+    s->order = xcalloc((size_t)(N * K), sizeof(int64_t), err, "routing");
+    s->start = xcalloc((size_t)E + 1, sizeof(int64_t), err, "routing");
+    s->gu = xcalloc((size_t)(2 * I * D), sizeof(float), err, "expert weights");
+    s->dn = xcalloc((size_t)(I * D), sizeof(float), err, "expert weights");
+    if (!s->logits || !s->w || !s->experts || !s->out || !s->order || !s->start || !s->gu || !s->dn) return err->code;
+    mode_gemm(N, E, D, s->xn, D, w->router, D, true, 0.0f, s->logits, E);
+    mode_topk_ref(s->logits, N, E, K, t->norm_topk_prob, s->experts, s->w);
+    int rc;
+    if (hooks && hooks->router && (rc = hooks->router(hooks->ctx, layer, b, s->logits, s->experts, s->w, err))) return rc;
+    /* group (row, slot) pairs by expert: counting sort, rows ascending within an expert */
+    for (int64_t z = 0; z < N * K; z++) s->start[s->experts[z] + 1]++;
+    for (int e = 0; e < E; e++) s->start[e + 1] += s->start[e];
+    int64_t *fill = xcalloc((size_t)E, sizeof *fill, err, "routing");
+    if (!fill) return err->code;
+    for (int64_t z = 0; z < N * K; z++) {
+        int e = s->experts[z];
+        s->order[s->start[e] + fill[e]++] = z;
+    }
+    free(fill);
+    int64_t most = 0;
+    for (int e = 0; e < E; e++) most = s->start[e + 1] - s->start[e] > most ? s->start[e + 1] - s->start[e] : most;
+    s->xe = xcalloc((size_t)(most * D), sizeof(float), err, "expert activations");
+    s->ge = xcalloc((size_t)(most * 2 * I), sizeof(float), err, "expert activations");
+    s->ae = xcalloc((size_t)(most * I), sizeof(float), err, "expert activations");
+    s->de = xcalloc((size_t)(most * D), sizeof(float), err, "expert activations");
+    if (!s->xe || !s->ge || !s->ae || !s->de) return err->code;
+    /* experts in ascending order, each adding its weighted output to its tokens (as index_add_) */
+    for (int e = 0; e < E; e++) {
+        int64_t n = s->start[e + 1] - s->start[e];
+        if (!n) continue;
+        const int64_t *ord = s->order + s->start[e];
+        for (int64_t j = 0; j < n; j++) memcpy(s->xe + j * D, s->xn + (ord[j] / K) * D, (size_t)D * sizeof(float));
+        bool gt = false, dt = false;
+        if ((rc = expert_f32(m, layer, e, s->gu, &gt, s->dn, &dt, err))) return rc;
+        mode_gemm(n, 2 * I, D, s->xe, D, s->gu, gt ? D : 2 * I, gt, 0.0f, s->ge, 2 * I);
+        mode_swiglu_ref(s->ge, n, I, s->ae);
+        mode_gemm(n, D, I, s->ae, I, s->dn, dt ? I : D, dt, 0.0f, s->de, D);
+        for (int64_t j = 0; j < n; j++) {
+            float wt = s->w[ord[j]];
+            float *o = s->out + (ord[j] / K) * D;
+            const float *d = s->de + j * D;
+            for (int64_t c = 0; c < D; c++) o[c] += d[c] * wt;
+        }
+    }
+    if (hooks && hooks->moe && (rc = hooks->moe(hooks->ctx, layer, b, s->xn, s->experts, s->w, s->out, err))) return rc;
+    for (int64_t z = 0; z < N * D; z++) b->h[z] += s->out[z];
+    return MODE_OK;
+}
+
+static int dense_mlp(const struct mode_rt *rt, struct mode_rt_batch *b, const struct text_layer *w, struct layer_scratch *s,
+                     struct mode_err *err)
+{
+    const struct mode_text_config *t = &rt->m->cfg.text;
+    const int64_t N = b->n_rows, D = t->n_embd, F = t->n_ff;
+    s->ge = xcalloc((size_t)(N * 2 * F), sizeof(float), err, "activations");
+    s->ae = xcalloc((size_t)(N * F), sizeof(float), err, "activations");
+    if (!s->ge || !s->ae) return err->code;
+    /* gate and up side by side in ge (rows of 2F), as swiglu expects */
+    mode_gemm(N, F, D, s->xn, D, w->fg, D, true, 0.0f, s->ge, 2 * F);
+    mode_gemm(N, F, D, s->xn, D, w->fu, D, true, 0.0f, s->ge + F, 2 * F);
+    mode_swiglu_ref(s->ge, N, F, s->ae);
+    mode_gemm(N, D, F, s->ae, F, w->fd, F, true, 1.0f, b->h, D);
+    return MODE_OK;
+}
+
+int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct mode_rt_hooks *hooks,
+                  struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    if (layer != b->next_layer || layer >= t->n_layer)
+        return mode_err_set(err, MODE_EINTERNAL, "layer %d requested, the batch is at layer %d", layer, b->next_layer);
+    int rc = mode_rt_vision(rt, b, err);
+    if (rc) return rc;
+    if (b->n_rows == 0) {
+        b->next_layer++;
+        return MODE_OK;
+    }
+    struct text_layer w;
+    if ((rc = text_layer_load(&m->layers[layer], &w, err))) return rc;
+    struct layer_scratch s;
+    memset(&s, 0, sizeof s);
+    rc = attention(rt, b, layer, &w, &s, hooks, err);
+    if (!rc) {
+        const int64_t N = b->n_rows, D = t->n_embd;
+        mode_rmsnorm_ref(b->h, w.fn, (float)t->rms_eps, N, D, s.xn);
+        rc = t->is_moe[layer] ? moe(rt, b, layer, &w, &s, hooks, err) : dense_mlp(rt, b, &w, &s, err);
+    }
+    if (!rc && layer < m->cfg.vision.n_deepstack) {
+        /* deepstack: the features of vision layer deepstack[layer] join the image positions */
+        const int64_t D = t->n_embd;
+        for (int i = 0; i < b->n_seq; i++) {
+            const struct mode_rt_seq *q = &b->seq[i];
+            for (int64_t j = 0; j < q->n_img; j++) {
+                float *hrow = b->h + (q->row + q->img[j]) * D;
+                const float *f = q->deepstack + ((int64_t)layer * q->n_img + j) * D;
+                for (int64_t c = 0; c < D; c++) hrow[c] += f[c];
+            }
+        }
+    }
+    scratch_free(&s);
+    text_layer_free(&w);
+    if (!rc) b->next_layer++;
+    return rc;
+}
+
+int mode_rt_forward(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode_rt_hooks *hooks, struct mode_err *err)
+{
+    for (int l = b->next_layer; l < rt->m->cfg.text.n_layer; l++) {
+        int rc = mode_rt_layer(rt, b, l, hooks, err);
+        if (rc) return rc;
+    }
+    return MODE_OK;
+}
+
+int mode_rt_logits(struct mode_rt *rt, const struct mode_rt_batch *b, int s, int64_t r0, int64_t n, float *logits,
+                   struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const int64_t D = m->cfg.text.n_embd, V = m->cfg.text.n_vocab;
+    if (b->next_layer != m->cfg.text.n_layer) return mode_err_set(err, MODE_EINTERNAL, "logits before the last layer");
+    if (s < 0 || s >= b->n_seq || r0 < 0 || n < 0 || r0 + n > b->seq[s].n_tok)
+        return mode_err_set(err, MODE_EINTERNAL, "logits: rows out of range");
+    if (!rt->lm_head && !(rt->lm_head = to_f32(m->lm_head, err))) return err->code;
+    float *xn = xcalloc((size_t)(n * D), sizeof *xn, err, "final norm");
+    if (!xn) return err->code;
+    mode_rmsnorm_ref(b->h + (b->seq[s].row + r0) * D, rt->out_norm, (float)m->cfg.text.rms_eps, n, D, xn);
+    mode_gemm(n, V, D, xn, D, rt->lm_head, D, true, 0.0f, logits, V);
+    free(xn);
+    return MODE_OK;
+}

@@ -1,0 +1,108 @@
+/* runtime.h — the Qwen3-VL-MoE forward pass on the CPU (f32, OpenBLAS), layer-sequential over a
+ * batch of samples, with hooks for the stages that observe or change a layer.
+ *
+ * Flow: mode_rt_batch_add() each sample (checks it against the model, computes its MRoPE
+ * positions, embeds its tokens, stores its images' patches), then mode_rt_layer() for layers
+ * 0 .. n_layer-1 in order (the first call runs the vision tower over every image of the batch,
+ * block by block, scatters the image embeddings over the pad tokens and keeps the deepstack
+ * features), then mode_rt_logits() for the rows whose logits are wanted. Only one decoder
+ * layer's weights are converted to f32 at a time (experts one by one); the hidden states of all
+ * samples (n_rows x n_embd) stay in memory: that is the layer-sequential execution GPTQ-family
+ * tools use to fit large models. mode_rt_forward() runs all layers.
+ *
+ * Faithful to transformers (Qwen3VLMoeForConditionalGeneration, eager attention, f32): vision
+ * patch embedding as a matmul, learned position embeddings interpolated bilinearly (aligned
+ * corners) to each grid, 2-D rotary, pre-LN blocks with gelu-tanh MLPs, 2x2 patch merger (exact
+ * GELU), deepstack mergers; text RMSNorm, q/k RMSNorm per head, interleaved MRoPE, GQA causal
+ * attention, softmax router -> top-k -> renormalised weights, SwiGLU experts summed in ascending
+ * expert order, deepstack features added at the image positions after the first decoder layers,
+ * final norm, lm_head.
+ *
+ * Hooks: any may be NULL. They see the whole batch for the layer (rows of all sequences stacked,
+ * sequence s at rows b->seq[s].row ...); a hook returning non-zero stops the pass with its status.
+ *
+ * Errors: MODE_EDATA for a sample that does not fit the model (named through `where`), MODE_EUNAVAILABLE
+ * for memory. Ownership: the batch owns copies of everything it needs; the sample record may be
+ * freed after mode_rt_batch_add.
+ */
+#ifndef MODE_RUNTIME_H
+#define MODE_RUNTIME_H
+
+#include "model.h"
+#include "samples.h"
+
+struct mode_rt_image {
+    int seq;                /* the sequence it belongs to */
+    struct mode_image data; /* grid and pixels as the sample had them (8-bit, compact), owned copy,
+                               until the vision tower has run */
+};
+
+struct mode_rt_seq {
+    char *id;
+    int64_t n_tok;
+    int64_t row; /* first row of this sequence in the batch's hidden states */
+    int32_t *tokens;
+    uint8_t *modality, *score;
+    int32_t *pos;     /* (3, n_tok) MRoPE positions: t, h, w */
+    int64_t n_img;    /* image tokens */
+    int64_t *img;     /* (n_img) their indices in the sequence */
+    float *deepstack; /* (n_deepstack, n_img, n_embd), after the vision tower */
+};
+
+struct mode_rt_batch {
+    int n_seq, cap_seq;
+    struct mode_rt_seq *seq;
+    int n_image, cap_image;
+    struct mode_rt_image *image;
+    int64_t n_rows, cap_rows;
+    float *h;        /* (n_rows, n_embd) hidden states */
+    int next_layer;  /* decoder layers applied so far */
+    bool vision_done;
+};
+
+struct mode_rt_hooks {
+    void *ctx;
+    /* After routing in a MoE layer: router logits (n_rows, n_expert), selected experts and
+     * their weights (n_rows, k). */
+    int (*router)(void *ctx, int layer, const struct mode_rt_batch *b, const float *logits, const int32_t *experts,
+                  const float *weights, struct mode_err *err);
+    /* After the MoE block (before the residual): its normalised input x and output out, both
+     * (n_rows, n_embd), with the routing. */
+    int (*moe)(void *ctx, int layer, const struct mode_rt_batch *b, const float *x, const int32_t *experts,
+               const float *weights, const float *out, struct mode_err *err);
+    /* Attention scores: when attn_rows returns a mask (n_tok) for a sequence, attn receives
+     * score[j] = mean over heads and over the masked query rows i of softmax(QK^T)[i][j]. */
+    const uint8_t *(*attn_rows)(void *ctx, int layer, int seq);
+    int (*attn)(void *ctx, int layer, int seq, const float *score, struct mode_err *err);
+};
+
+struct mode_rt {
+    const struct mode_model *m;
+    float *inv_freq;     /* (head_dim/2) text rotary frequencies */
+    float *vis_inv_freq; /* (v_head_dim/4) vision rotary frequencies */
+    float *lm_head;      /* (n_vocab, n_embd) f32, converted on first use */
+    float *out_norm;     /* (n_embd) */
+};
+
+int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);
+void mode_rt_free(struct mode_rt *rt);
+
+void mode_rt_batch_init(struct mode_rt_batch *b);
+void mode_rt_batch_free(struct mode_rt_batch *b);
+/* Adds a sample (before the first layer). `where` names it in messages (may be NULL). */
+int mode_rt_batch_add(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode_sample *s,
+                      const struct mode_rec *where, struct mode_err *err);
+/* Runs the vision tower over every image of the batch (done by the first mode_rt_layer too). */
+int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err *err);
+/* Applies decoder layer `layer`, which must be b->next_layer. */
+int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct mode_rt_hooks *hooks,
+                  struct mode_err *err);
+int mode_rt_forward(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode_rt_hooks *hooks, struct mode_err *err);
+/* Final norm + lm_head for rows [r0, r0 + n) of sequence s after the last layer: logits (n, n_vocab). */
+int mode_rt_logits(struct mode_rt *rt, const struct mode_rt_batch *b, int s, int64_t r0, int64_t n, float *logits,
+                   struct mode_err *err);
+
+/* MRoPE positions of a checked sample (transformers' get_rope_index): pos (3, n_tok). */
+void mode_rt_positions(const struct mode_config *c, const struct mode_sample *s, int32_t *pos);
+
+#endif
