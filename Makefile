@@ -80,7 +80,7 @@ KERNEL_CU := $(if $(filter 1,$(CUDA_ON)),$(sort $(wildcard kernels/*.cu)),)
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o) $(KERNEL_C:%.c=$(B)/%.o) $(KERNEL_CU:%.cu=$(B)/%.cu.o)
 LIB := lib/libmode-core.a
 
-CLI_OBJ := $(B)/filters/common/cli.o
+CLI_OBJ := $(patsubst %.c,$(B)/%.o,$(sort $(wildcard filters/common/*.c)))
 FILTERS := $(patsubst filters/%/main.c,%,$(sort $(wildcard filters/mode-*/main.c)))
 BINS := $(FILTERS:%=bin/%)
 

@@ -39,6 +39,7 @@ struct mode_rt_image {
 
 struct mode_rt_seq {
     char *id;
+    int64_t index; /* the caller's number for the sample (its place in the input); 0 unless set */
     int64_t n_tok;
     int64_t row; /* first row of this sequence in the batch's hidden states */
     int32_t *tokens;

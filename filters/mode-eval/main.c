@@ -8,6 +8,7 @@
 #include "../../lib/runtime.h"
 #include "../../lib/stream.h"
 #include "../common/cli.h"
+#include "../common/input.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -42,7 +43,6 @@ struct run {
     struct mode_eval ev;
     struct mode_stream_writer lw; /* --logits */
     bool logits;
-    int64_t next_sample;          /* index of the batch's first sample in the input */
     float *buf;
     size_t buf_cap;
 };
@@ -75,7 +75,7 @@ static void run_batch(struct run *r, struct mode_rt_batch *b)
             mode_mp_init(&rec);
             mode_mp_map_open(&rec);
             mode_mp_key(&rec, "sample");
-            mode_mp_int(&rec, r->next_sample + s);
+            mode_mp_int(&rec, q->index);
             mode_mp_key(&rec, "id");
             mode_mp_str(&rec, q->id);
             mode_mp_key(&rec, "logits");
@@ -86,7 +86,6 @@ static void run_batch(struct run *r, struct mode_rt_batch *b)
             mode_mp_free(&rec);
         }
     }
-    r->next_sample += b->n_seq;
 }
 
 int main(int argc, char **argv)
@@ -131,10 +130,8 @@ int main(int argc, char **argv)
     struct run r;
     memset(&r, 0, sizeof r);
     if (mode_model_open(&r.m, model_dir, &err) || mode_rt_init(&r.rt, &r.m, &err)) mode_fail(&err);
-    struct mode_stream_reader in;
-    if (mode_stream_open(&in, input, &err) || mode_stream_read_header(&in, "samples", &err) ||
-        mode_model_id_check(mode_mp_get(in.header, "model"), &r.m, in.name, &err))
-        mode_fail(&err);
+    struct mode_input in;
+    if (mode_input_open(&in, input, &r.m, &err)) mode_fail(&err);
 
     struct mode_outfile out, lout;
     char out_tmp[sizeof out.tmp] = "", lout_tmp[sizeof lout.tmp] = "";
@@ -156,7 +153,7 @@ int main(int argc, char **argv)
         mode_model_id_pack(&h, &r.m);
         mode_mp_key(&h, "inputs");
         mode_mp_array_open(&h);
-        mode_mp_obj(&h, in.header);
+        mode_mp_obj(&h, in.r.header);
         mode_mp_close(&h);
         mode_mp_key(&h, "shards");
         mode_mp_array_open(&h);
@@ -170,32 +167,17 @@ int main(int argc, char **argv)
 
     mode_eval_init(&r.ev);
     double t0 = now();
-    int64_t n_rec = 0;
     struct mode_rt_batch b;
     mode_rt_batch_init(&b);
-    for (;;) {
-        const msgpack_object *o;
-        if (mode_stream_next(&in, &o, &err)) mode_fail(&err);
-        if (o) {
-            char what[64];
-            snprintf(what, sizeof what, "record %lld", (long long)++n_rec);
-            struct mode_rec rec = {o, in.name, what};
-            struct mode_sample s;
-            if (mode_sample_parse(&rec, &s, &err) || mode_rt_batch_add(&r.rt, &b, &s, &rec, &err)) mode_fail(&err);
-            mode_sample_free(&s);
-        }
-        if (b.n_seq && (!o || b.n_rows >= batch_tokens)) {
-            run_batch(&r, &b);
-            mode_rt_batch_free(&b);
-            mode_rt_batch_init(&b);
-            double dt = now() - t0;
-            char what[96];
-            snprintf(what, sizeof what, "%lld tokens, %.0f tokens/s; samples", (long long)r.ev.tokens, r.ev.tokens / (dt > 0 ? dt : 1));
-            mode_progress(what, (uint64_t)r.ev.samples, o ? (uint64_t)r.ev.samples + 1 : (uint64_t)r.ev.samples);
-        }
-        if (!o) break;
+    for (int n;;) {
+        if (mode_input_batch(&in, &r.rt, &b, batch_tokens, &n, &err)) mode_fail(&err);
+        if (!n) break;
+        run_batch(&r, &b);
+        double dt = now() - t0;
+        char what[96];
+        snprintf(what, sizeof what, "%lld tokens, %.0f tokens/s; samples", (long long)r.ev.tokens, r.ev.tokens / (dt > 0 ? dt : 1));
+        mode_progress(what, (uint64_t)r.ev.samples, in.ended ? (uint64_t)r.ev.samples : (uint64_t)r.ev.samples + 1);
     }
-    if (mode_stream_finish(&in, &err)) mode_fail(&err);
     double seconds = now() - t0;
     if (r.logits) {
         if (mode_stream_write_trailer(&r.lw, NULL, &err) || mode_stream_writer_free(&r.lw, &err) ||
@@ -211,7 +193,7 @@ int main(int argc, char **argv)
     mode_mp_key(&j, "model");
     mode_model_id_pack(&j, &r.m);
     mode_mp_key(&j, "samples_stream");
-    mode_mp_str(&j, in.name);
+    mode_mp_str(&j, in.r.name);
     mode_mp_key(&j, "metrics");
     mode_eval_pack(&j, &r.ev);
     mode_mp_key(&j, "seconds");
@@ -231,7 +213,7 @@ int main(int argc, char **argv)
     mode_cli_tmp_remove(out_tmp);
     msgpack_unpacked_destroy(&u);
     mode_mp_free(&j);
-    mode_stream_reader_free(&in);
+    mode_input_close(&in);
     mode_rt_batch_free(&b);
     free(r.buf);
     mode_rt_free(&r.rt);

@@ -10,6 +10,7 @@
 #include "../../lib/ops.h"
 #include "../../lib/runtime.h"
 #include "../../lib/stream.h"
+#include "../../lib/trace.h"
 #include "tap.h"
 
 #include <fcntl.h>
@@ -422,13 +423,48 @@ static void check_filter(struct golden *g, const char *model_dir)
     mode_stream_reader_free(&r);
     is_int(n, N_SAMPLES, "--logits holds one record per sample");
     ok(!rc && worst <= REL_TOL, "--logits equal the golden logits (rel err %.2e)", worst);
-    json_t *j = json_load_file(metrics, 0, NULL);
-    json_t *text = json_object_get(json_object_get(j, "metrics"), "text");
+    json_t *rep = json_load_file(metrics, 0, NULL);
+    json_t *text = json_object_get(json_object_get(rep, "metrics"), "text");
     double ppl = json_real_value(json_object_get(text, "perplexity"));
     double want = exp((ev.g[0][0].nll + ev.g[1][0].nll) / (double)(ev.g[0][0].tokens + ev.g[1][0].tokens));
     ok(fabs(ppl - want) <= 1e-4 * want, "text perplexity %.6f equals the goldens' %.6f", ppl, want);
     is_int(json_integer_value(json_object_get(text, "tokens")), 30 + 43 + 47 + 81 + 57, "every prediction of the 5 records is scored");
-    json_decref(j);
+    json_decref(rep);
+    /* mode-route-trace on the same samples: the goldens' top-k in every record */
+    char trace[4096];
+    snprintf(trace, sizeof trace, "%s/trace.msgpack", tap_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s/mode-route-trace' -m '%s' --batch-tokens 60 -o '%s' '%s'", bin ? bin : "bin", model_dir, trace,
+             samples);
+    is_int(system(cmd), 0, "mode-route-trace runs");
+    rc = mode_stream_open(&r, trace, &err);
+    if (!rc) rc = mode_stream_read_header(&r, "trace", &err);
+    int records = 0, mismatch = 0, attn_present = 0;
+    double worst_w = 0;
+    for (const msgpack_object *o; !rc;) {
+        if ((rc = mode_stream_next(&r, &o, &err)) || !o) break;
+        struct mode_rec rec = {o, "trace", "record"};
+        struct mode_trace_rec t;
+        if ((rc = mode_trace_parse(&rec, &t, &err))) break;
+        const struct golden *gg = &g[t.sample];
+        const struct mode_st_tensor *ti = gt(gg, "topk_index.%d", (int)t.layer), *tw = gt(gg, "topk_weight.%d", (int)t.layer);
+        float *refw = f32_of(tw);
+        for (int64_t i = 0; i < t.n_tok; i++)
+            for (int j = 0; j < t.k; j++) {
+                mismatch += mode_trace_expert(&t, i, j) != i64_at(ti, (uint64_t)(i * t.k + j));
+                double d = fabs(mode_trace_weight(&t, i, j) - refw[i * t.k + j]);
+                worst_w = d > worst_w ? d : worst_w;
+            }
+        attn_present += t.has_attn == (t.n_img > 0);
+        free(refw);
+        records++;
+    }
+    if (rc) diag("%s", err.msg);
+    mode_stream_reader_free(&r);
+    is_int(records, N_SAMPLES * 4, "a trace record per sample and layer");
+    is_int(attn_present, records, "attention scores exactly in the records of samples with images");
+    is_int(mismatch, 0, "every traced expert is the golden's (no near ties in these samples)");
+    ok(worst_w <= WEIGHT_TOL, "traced weights within %g of the golden's (worst %.2e)", WEIGHT_TOL, worst_w);
+
     /* a stream made for another model is refused */
     snprintf(cmd, sizeof cmd, "printf '%%s\\n' '{\"magic\":\"MODE\",\"version\":1,\"kind\":\"samples\",\"model\":{\"arch\":"
              "\"Qwen3VLMoeForConditionalGeneration\",\"config\":\"0000\",\"name\":\"other\"}}' | '%s/mode-cat' -J | "

@@ -1,0 +1,47 @@
+/* input.c — samples stream to runtime batches (input.h). */
+#include "input.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int mode_input_open(struct mode_input *in, const char *path, const struct mode_model *m, struct mode_err *err)
+{
+    memset(in, 0, sizeof *in);
+    in->hi = -1;
+    int rc = mode_stream_open(&in->r, path, err);
+    if (!rc) rc = mode_stream_read_header(&in->r, "samples", err);
+    if (!rc) rc = mode_model_id_check(mode_mp_get(in->r.header, "model"), m, in->r.name, err);
+    return rc;
+}
+
+int mode_input_batch(struct mode_input *in, struct mode_rt *rt, struct mode_rt_batch *b, int64_t batch_tokens, int *n,
+                     struct mode_err *err)
+{
+    mode_rt_batch_free(b);
+    mode_rt_batch_init(b);
+    *n = 0;
+    while (!in->ended && b->n_rows < batch_tokens) {
+        const msgpack_object *o;
+        int rc = mode_stream_next(&in->r, &o, err);
+        if (rc) return rc;
+        if (!o) {
+            in->ended = true;
+            return mode_stream_finish(&in->r, err);
+        }
+        int64_t index = in->n_read++;
+        if (index < in->lo || (in->hi >= 0 && index > in->hi)) continue;
+        char what[64];
+        snprintf(what, sizeof what, "record %lld", (long long)index + 1);
+        struct mode_rec rec = {o, in->r.name, what};
+        struct mode_sample s;
+        if ((rc = mode_sample_parse(&rec, &s, err))) return rc;
+        rc = mode_rt_batch_add(rt, b, &s, &rec, err);
+        mode_sample_free(&s);
+        if (rc) return rc;
+        b->seq[b->n_seq - 1].index = index;
+        (*n)++;
+    }
+    return MODE_OK;
+}
+
+void mode_input_close(struct mode_input *in) { mode_stream_reader_free(&in->r); }

@@ -1,0 +1,27 @@
+/* input.h — reading a samples stream into batches for the stages that run the model
+ * (mode-eval, mode-route-trace, mode-sensitivity, mode-pack): the stream is opened and checked
+ * against the model, records are parsed, optionally restricted to a range of sample indices,
+ * and added to a runtime batch until it holds about `batch_tokens` tokens. Every sequence's
+ * `index` is its 0-based place in the input stream. */
+#ifndef MODE_INPUT_H
+#define MODE_INPUT_H
+
+#include "../../lib/runtime.h"
+#include "../../lib/stream.h"
+
+struct mode_input {
+    struct mode_stream_reader r;
+    int64_t n_read;     /* records read so far */
+    int64_t lo, hi;     /* sample range kept (inclusive); hi < 0: to the end */
+    bool ended;
+};
+
+/* Opens path ("-" = stdin), reads the header (kind samples) and checks it was made for m. */
+int mode_input_open(struct mode_input *in, const char *path, const struct mode_model *m, struct mode_err *err);
+/* Empties b and fills it with the next samples; *n = samples added (0 at the end of the input,
+ * after the trailer and end of file were checked). */
+int mode_input_batch(struct mode_input *in, struct mode_rt *rt, struct mode_rt_batch *b, int64_t batch_tokens, int *n,
+                     struct mode_err *err);
+void mode_input_close(struct mode_input *in);
+
+#endif

@@ -1,0 +1,227 @@
+/* mode-route-trace — runs the model over a samples stream and writes, for every sample and MoE
+ * layer, the experts the router chose for each token and the text-to-vision attention score of
+ * each image token: the `trace` stream mode-vis-denoise turns into frequencies. Options and
+ * streams only; the forward pass and its hooks are lib/runtime.c, the record lib/trace.c. */
+#include "../../lib/ops.h"
+#include "../../lib/trace.h"
+#include "../common/cli.h"
+#include "../common/input.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: mode-route-trace -m DIR [-o FILE] [--layers A-B] [--samples A-B] [--router-logits]\n"
+    "                        [--batch-tokens N] [--threads N] [SAMPLES]\n"
+    "  -m, --model DIR        the checkpoint\n"
+    "  -o, --output FILE      the trace stream, written atomically (default: stdout)\n"
+    "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
+    "      --samples A-B      only samples A..B, 0-based (a shard)\n"
+    "      --router-logits    also keep the full router logits of every token\n"
+    "      --batch-tokens N   tokens run through the model together (default 16384)\n"
+    "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "  -h, --help             this text;  -V, --version  the version\n"
+    "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
+    "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-route-trace(1).\n";
+
+static struct mode_err err;
+
+struct trace_ctx {
+    const struct mode_model *m;
+    struct mode_stream_writer *w;
+    int64_t lo, hi; /* layers written */
+    bool logits;
+    struct mode_mp rec;
+    float **attn;     /* per sequence of the batch: scores of its image tokens in this layer */
+    uint8_t **text;   /* per sequence: its text rows (the attention queries averaged) */
+    const struct mode_rt_batch *b;
+    int64_t records;
+};
+
+static bool wanted(const struct trace_ctx *c, int layer)
+{
+    return layer >= c->lo && layer <= c->hi && c->m->cfg.text.is_moe[layer];
+}
+
+static const uint8_t *attn_rows(void *vctx, int layer, int seq)
+{
+    struct trace_ctx *c = vctx;
+    return wanted(c, layer) && c->b->seq[seq].n_img ? c->text[seq] : NULL;
+}
+
+/* keep the image tokens' scores until the router of the same layer writes the records */
+static int on_attn(void *vctx, int layer, int seq, const float *score, struct mode_err *e)
+{
+    (void)layer, (void)e;
+    struct trace_ctx *c = vctx;
+    const struct mode_rt_seq *q = &c->b->seq[seq];
+    for (int64_t j = 0; j < q->n_img; j++) c->attn[seq][j] = score[q->img[j]];
+    return MODE_OK;
+}
+
+static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const float *logits, const int32_t *experts,
+                     const float *weights, struct mode_err *e)
+{
+    struct trace_ctx *c = vctx;
+    if (!wanted(c, layer)) return MODE_OK;
+    const int k = c->m->cfg.text.n_expert_used, E = c->m->cfg.text.n_expert;
+    for (int s = 0; s < b->n_seq; s++) {
+        const struct mode_rt_seq *q = &b->seq[s];
+        mode_mp_reset(&c->rec);
+        mode_trace_pack(&c->rec, q->index, q->id, layer, q->n_tok, k, E, q->modality, experts + q->row * k, weights + q->row * k,
+                        q->n_img ? c->attn[s] : NULL, q->n_img, c->logits ? logits + q->row * E : NULL);
+        int rc = mode_mp_finish(&c->rec, e);
+        if (!rc) rc = mode_stream_write_record(c->w, &c->rec, e);
+        if (rc) return rc;
+        c->records++;
+    }
+    return MODE_OK;
+}
+
+int main(int argc, char **argv)
+{
+    mode_cli_init("mode-route-trace");
+    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
+        {"layers", required_argument, 0, OPT_LAYERS},  {"samples", required_argument, 0, OPT_SAMPLES},
+        {"router-logits", no_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
+        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},              {0, 0, 0, 0},
+    };
+    const char *model_dir = NULL, *output = "-";
+    int64_t l_lo = 0, l_hi = -1, s_lo = 0, s_hi = -1;
+    bool layers_given = false, samples_given = false, logits = false;
+    long batch_tokens = 16384, threads = 0;
+    char *end;
+    for (int c; (c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1;) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'o': output = optarg; break;
+        case OPT_LAYERS:
+            if (!mode_parse_range(optarg, &l_lo, &l_hi)) mode_die(MODE_EUSAGE, "--layers: '%s' is not A-B or A", optarg);
+            layers_given = true;
+            break;
+        case OPT_SAMPLES:
+            if (!mode_parse_range(optarg, &s_lo, &s_hi)) mode_die(MODE_EUSAGE, "--samples: '%s' is not A-B or A", optarg);
+            samples_given = true;
+            break;
+        case OPT_LOGITS: logits = true; break;
+        case OPT_BATCH:
+            batch_tokens = strtol(optarg, &end, 10);
+            if (*end || batch_tokens < 1) mode_die(MODE_EUSAGE, "--batch-tokens: '%s' is not a positive integer", optarg);
+            break;
+        case OPT_THREADS:
+            threads = strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
+        case 'V': printf("mode-route-trace %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
+        default: fputs(usage_text, stderr); return MODE_EUSAGE;
+        }
+    }
+    if (!model_dir) mode_die(MODE_EUSAGE, "-m DIR is required (the model to trace)");
+    if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most (merge several with mode-cat -s)");
+    if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
+    mode_ops_threads((int)threads);
+
+    struct mode_model m;
+    struct mode_rt rt;
+    if (mode_model_open(&m, model_dir, &err) || mode_rt_init(&rt, &m, &err)) mode_fail(&err);
+    const int L = m.cfg.text.n_layer;
+    if (!layers_given) l_hi = L - 1;
+    if (l_hi >= L) mode_die(MODE_EUSAGE, "--layers %lld-%lld: the model has layers 0-%d", (long long)l_lo, (long long)l_hi, L - 1);
+    struct mode_input in;
+    if (mode_input_open(&in, optind < argc ? argv[optind] : "-", &m, &err)) mode_fail(&err);
+    in.lo = s_lo;
+    in.hi = samples_given ? s_hi : -1;
+
+    struct mode_outfile out;
+    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
+    char tmp[sizeof out.tmp];
+    memcpy(tmp, out.tmp, sizeof tmp);
+    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    struct mode_stream_writer w;
+    struct mode_mp h;
+    mode_mp_init(&h);
+    mode_stream_header_begin(&h, "trace", "mode-route-trace");
+    mode_mp_key(&h, "args");
+    mode_mp_map_open(&h);
+    mode_mp_key(&h, "router_logits");
+    mode_mp_bool(&h, logits);
+    mode_mp_close(&h);
+    mode_mp_key(&h, "model");
+    mode_model_id_pack(&h, &m);
+    mode_mp_key(&h, "inputs");
+    mode_mp_array_open(&h);
+    mode_mp_obj(&h, in.r.header);
+    mode_mp_close(&h);
+    mode_mp_key(&h, "shards");
+    mode_mp_array_open(&h);
+    if (layers_given || samples_given) {
+        mode_mp_map_open(&h);
+        if (layers_given) {
+            mode_mp_key(&h, "layers");
+            mode_mp_array_open(&h);
+            mode_mp_int(&h, l_lo);
+            mode_mp_int(&h, l_hi);
+            mode_mp_close(&h);
+        }
+        if (samples_given) {
+            mode_mp_key(&h, "samples");
+            mode_mp_array_open(&h);
+            mode_mp_int(&h, s_lo);
+            mode_mp_int(&h, s_hi);
+            mode_mp_close(&h);
+        }
+        mode_mp_close(&h);
+    }
+    mode_mp_close(&h);
+    mode_mp_close(&h);
+    if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&w, out.fd, out.path, &err) || mode_stream_write_header(&w, &h, &err))
+        mode_fail(&err);
+    mode_mp_free(&h);
+
+    struct mode_rt_batch b;
+    mode_rt_batch_init(&b);
+    struct trace_ctx c = {&m, &w, l_lo, l_hi, logits, {0}, NULL, NULL, &b, 0};
+    mode_mp_init(&c.rec);
+    struct mode_rt_hooks hooks = {.ctx = &c, .router = on_router, .attn_rows = attn_rows, .attn = on_attn};
+    int64_t samples = 0;
+    for (int n;;) {
+        if (mode_input_batch(&in, &rt, &b, batch_tokens, &n, &err)) mode_fail(&err);
+        if (!n) break;
+        c.attn = calloc((size_t)b.n_seq, sizeof *c.attn);
+        c.text = calloc((size_t)b.n_seq, sizeof *c.text);
+        if (!c.attn || !c.text) mode_die(MODE_EUNAVAILABLE, "out of memory");
+        for (int s = 0; s < b.n_seq; s++) {
+            const struct mode_rt_seq *q = &b.seq[s];
+            c.attn[s] = calloc((size_t)q->n_img + 1, sizeof **c.attn);
+            c.text[s] = malloc((size_t)q->n_tok);
+            if (!c.attn[s] || !c.text[s]) mode_die(MODE_EUNAVAILABLE, "out of memory");
+            for (int64_t i = 0; i < q->n_tok; i++) c.text[s][i] = q->modality[i] == MODE_MOD_TEXT;
+        }
+        for (int l = 0; l <= l_hi; l++) {
+            if (mode_rt_layer(&rt, &b, l, &hooks, &err)) mode_fail(&err);
+        }
+        for (int s = 0; s < b.n_seq; s++) free(c.attn[s]), free(c.text[s]);
+        free(c.attn), free(c.text);
+        c.attn = NULL;
+        c.text = NULL;
+        samples += n;
+        mode_progress("samples", (uint64_t)samples, in.ended ? (uint64_t)samples : (uint64_t)samples + 1);
+    }
+    if (mode_stream_write_trailer(&w, NULL, &err) || mode_stream_writer_free(&w, &err) || mode_outfile_commit(&out, &err))
+        mode_fail(&err);
+    mode_cli_tmp_remove(tmp);
+    mode_mp_free(&c.rec);
+    mode_rt_batch_free(&b);
+    mode_input_close(&in);
+    mode_rt_free(&rt);
+    mode_model_close(&m);
+    if (out.is_stdout) mode_cli_close_stdout();
+    return 0;
+}
