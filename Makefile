@@ -87,10 +87,12 @@ BINS := $(FILTERS:%=bin/%)
 TEST_C := $(sort $(wildcard tests/lib/*.c tests/kernels/*.c))
 TEST_BIN := $(TEST_C:%.c=$(B)/%)
 TEST_SH := $(sort $(wildcard tests/filters/*.sh tests/pipelines/*.sh))
+FUZZ_C := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CHECK_BIN := $(FUZZ_C:tests/fuzz/%.c=$(B)/fuzzcheck/%)
 BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check bench deps clean install FORCE
+.PHONY: all check bench fuzz deps fuzz-deps clean install FORCE
 all: $(LIB) $(BINS)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -155,6 +157,12 @@ $(B)/bench/%: tests/bench/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
 bench: all $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do echo "built $$b"; done
 
+# fuzz targets replayed without libFuzzer (corpus + regression inputs) by make check
+$(B)/fuzzcheck/%: tests/fuzz/%.c tests/fuzz/driver.c tests/fuzz/common.c $(LIB) $(B)/flags
+	@mkdir -p $(@D)
+	$(say) FUZZ $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< tests/fuzz/driver.c tests/fuzz/common.c $(LIB) $(ALL_LIBS)
+
 $(B)/tests/tap.o: tests/tap.c $(B)/flags | deps
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -166,9 +174,30 @@ export MODE_BIN := $(CURDIR)/bin
 export MODE_FIXTURES := $(CURDIR)/tests/fixtures
 PROVE_JOBS ?= 2
 
-check: all $(TEST_BIN)
+check: all $(TEST_BIN) $(FUZZ_CHECK_BIN)
 	@chmod +x $(TEST_SH) 2>/dev/null || true
 	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(TEST_SH)
+
+# ---- fuzzing ----------------------------------------------------------------------------------
+# `make fuzz` builds every tests/fuzz/fuzz_*.c with clang's libFuzzer, ASan and UBSan into
+# build/fuzz/ (its own objects: the library is compiled with coverage instrumentation);
+# tests/fuzz/run.sh SECONDS runs them. clang and its runtime are installed by fuzz-deps.
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_SRC := $(LIB_SRC) kernels/stub.c tests/fuzz/common.c
+fuzz-deps: deps
+	@command -v $(FUZZ_CC) >/dev/null 2>&1 && printf 'int LLVMFuzzerTestOneInput(const char*d,long n){return 0;}' | \
+	  $(FUZZ_CC) -fsanitize=fuzzer -x c - -o /dev/null 2>/dev/null && exit 0; \
+	line="apt-get install -y --no-install-recommends clang libclang-rt-14-dev"; \
+	if [ "$$(id -u)" != 0 ]; then echo "make fuzz-deps: needs clang with libFuzzer. Run as root: apt-get update && $$line" >&2; exit 1; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive $$line
+
+fuzz: fuzz-deps
+	@mkdir -p $(B)/fuzz
+	@for f in $(FUZZ_C); do \
+	  t=$$(basename $$f .c); echo "  FUZZ   $(B)/fuzz/$$t"; \
+	  $(FUZZ_CC) $(FUZZ_FLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) -o $(B)/fuzz/$$t $$f $(FUZZ_SRC) $(PKG_LIBS) || exit 1; \
+	done
 
 # ---- install, clean ------------------------------------------------------------------------------
 install: all

@@ -291,9 +291,10 @@ static int tensor_value(struct jctx *c, enum mode_dtype dt, json_t *v, size_t i,
     } else
         return jfail(c, "data[%zu]: not a number", i);
     if (!is_float) {
+        /* a real must be an integral value inside the int64 range before it is converted */
+        if (!json_is_integer(v) && !(d >= -9223372036854775808.0 && d < 9223372036854775808.0 && d == floor(d)))
+            return jfail(c, "data[%zu]: %g is not an integer in range (dtype %s)", i, d, mode_dtype_name(dt));
         json_int_t iv = json_is_integer(v) ? json_integer_value(v) : (json_int_t)d;
-        if (!json_is_integer(v) && !json_is_boolean(v) && (double)iv != d)
-            return jfail(c, "data[%zu]: %g is not an integer (dtype %s)", i, d, mode_dtype_name(dt));
         int64_t lo, hi;
         switch (dt) {
         case MODE_I8: lo = INT8_MIN; hi = INT8_MAX; break;

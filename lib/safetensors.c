@@ -167,8 +167,8 @@ int mode_st_open(struct mode_st_file *f, const char *path, struct mode_err *err)
         }
         json_object_foreach(meta, key, val) if (!json_is_string(val))
         {
+            rc = mode_err_set(err, MODE_EDATA, "%s: __metadata__ value of '%s' is not a string", b, key); /* key dies with h */
             json_decref(h);
-            rc = mode_err_set(err, MODE_EDATA, "%s: __metadata__ value of '%s' is not a string", b, key);
             goto fail;
         }
         f->metadata = json_dumps(meta, JSON_COMPACT);

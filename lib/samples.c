@@ -146,7 +146,9 @@ int mode_sample_check(const struct mode_sample *s, const struct mode_config *c, 
         const struct mode_image *im = &s->images[j];
         if (im->has_pixels) {
             const int64_t *sh = im->pixels.shape;
-            if (sh[0] < 1 || sh[0] > im->grid[0] * v->temporal_patch_size || sh[1] != im->grid[1] * v->patch_size ||
+            /* F frames make ceil(F / temporal_patch) temporal patches (the last frame repeats) */
+            if (sh[0] < 1 || (sh[0] + v->temporal_patch_size - 1) / v->temporal_patch_size != im->grid[0] ||
+                sh[1] != im->grid[1] * v->patch_size ||
                 sh[2] != im->grid[2] * v->patch_size || sh[3] != v->in_channels)
                 return rec_fail(r, err, "images[%d].pixels has shape (%" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64
                                 ") for grid [%" PRId64 ", %" PRId64 ", %" PRId64 "] and patch %d",
