@@ -628,17 +628,32 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
         int64_t n = s->start[e + 1] - s->start[e];
         if (!n) continue;
         const int64_t *ord = s->order + s->start[e];
-        for (int64_t j = 0; j < n; j++) memcpy(s->xe + j * D, s->xn + (ord[j] / K) * D, (size_t)D * sizeof(float));
+        struct mode_rt_expert_override ov = {NULL, NULL, NULL};
+        if (hooks && hooks->expert && (rc = hooks->expert(hooks->ctx, layer, e, &ov, err))) return rc;
         bool gt = false, dt = false;
-        if ((rc = expert_f32(m, layer, e, s->gu, &gt, s->dn, &dt, err))) return rc;
-        mode_gemm(n, 2 * I, D, s->xe, D, s->gu, gt ? D : 2 * I, gt, 0.0f, s->ge, 2 * I);
-        mode_swiglu_ref(s->ge, n, I, s->ae);
-        mode_gemm(n, D, I, s->ae, I, s->dn, dt ? I : D, dt, 0.0f, s->de, D);
-        for (int64_t j = 0; j < n; j++) {
-            float wt = s->w[ord[j]];
-            float *o = s->out + (ord[j] / K) * D;
-            const float *d = s->de + j * D;
-            for (int64_t c = 0; c < D; c++) o[c] += d[c] * wt;
+        if ((!ov.gate_up || ov.rows) && (rc = expert_f32(m, layer, e, s->gu, &gt, s->dn, &dt, err))) return rc;
+        /* pass 0: the checkpoint's weights, pass 1: the override. Each pass runs on every token of
+         * the expert, so that a token's result never depends on which other tokens share its
+         * matrix product (OpenBLAS rounds differently for other row counts): with a row mask,
+         * the tokens outside it stay bit-identical to a run without the override. */
+        for (int64_t j = 0; j < n; j++) memcpy(s->xe + j * D, s->xn + (ord[j] / K) * D, (size_t)D * sizeof(float));
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1 && !ov.gate_up) break;
+            if (pass == 0 && ov.gate_up && !ov.rows) continue;
+            const float *gu = pass ? ov.gate_up : s->gu, *dn = pass ? ov.down : s->dn;
+            bool gtp = pass ? true : gt, dtp = pass ? true : dt;
+            mode_gemm(n, 2 * I, D, s->xe, D, gu, gtp ? D : 2 * I, gtp, 0.0f, s->ge, 2 * I);
+            mode_swiglu_ref(s->ge, n, I, s->ae);
+            mode_gemm(n, D, I, s->ae, I, dn, dtp ? I : D, dtp, 0.0f, s->de, D);
+            for (int64_t j = 0; j < n; j++) {
+                int64_t row = ord[j] / K;
+                bool over = ov.gate_up && (!ov.rows || ov.rows[row]);
+                if (over != (pass == 1)) continue;
+                float wt = s->w[ord[j]];
+                float *o = s->out + row * D;
+                const float *d = s->de + j * D;
+                for (int64_t c = 0; c < D; c++) o[c] += d[c] * wt;
+            }
         }
     }
     if (hooks && hooks->moe && (rc = hooks->moe(hooks->ctx, layer, b, s->xn, s->experts, s->w, s->out, err))) return rc;

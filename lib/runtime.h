@@ -61,8 +61,21 @@ struct mode_rt_batch {
     bool vision_done;
 };
 
+/* Replacement weights for one routed expert (e.g. quantized), nn.Linear orientation:
+ * gate_up (2*n_ff_exp, n_embd) = [gate; up], down (n_embd, n_ff_exp). With rows set (n_rows of
+ * the batch), only the tokens of those rows use them; the others keep the checkpoint's and their
+ * results are bit-identical to a run without the override (both weight sets are applied to all
+ * of the expert's tokens and each token takes its own). */
+struct mode_rt_expert_override {
+    const float *gate_up;
+    const float *down;
+    const uint8_t *rows;
+};
+
 struct mode_rt_hooks {
     void *ctx;
+    /* Before an expert runs in a MoE layer: fill ov (left empty: the checkpoint's weights). */
+    int (*expert)(void *ctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err);
     /* After routing in a MoE layer: router logits (n_rows, n_expert), selected experts and
      * their weights (n_rows, k). */
     int (*router)(void *ctx, int layer, const struct mode_rt_batch *b, const float *logits, const int32_t *experts,

@@ -355,6 +355,95 @@ static void check_attn_hook(struct golden *g, const char *model_dir)
     mode_model_close(&m);
 }
 
+/* expert override hook: the same weights change nothing; zero weights on some rows change only
+ * those rows' MoE outputs, bit for bit */
+struct ov_ctx {
+    const struct mode_model *m;
+    int layer, expert;
+    float *gu, *dn;
+    const uint8_t *rows;
+    float *moe_out; /* copy of the MoE output of `layer` */
+};
+
+static int ov_expert(void *vctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err)
+{
+    (void)err;
+    struct ov_ctx *c = vctx;
+    if (layer != c->layer || (c->expert >= 0 && expert != c->expert)) return MODE_OK;
+    if (c->expert < 0) { /* every expert: its own weights, re-materialised in nn.Linear orientation */
+        const struct mode_text_config *t = &c->m->cfg.text;
+        struct mode_mat g, u, d;
+        mode_model_expert(c->m, layer, expert, MODE_PROJ_GATE, &g, err);
+        mode_model_expert(c->m, layer, expert, MODE_PROJ_UP, &u, err);
+        mode_model_expert(c->m, layer, expert, MODE_PROJ_DOWN, &d, err);
+        mode_mat_to_f32(&g, c->gu, err);
+        mode_mat_to_f32(&u, c->gu + (size_t)t->n_ff_exp * t->n_embd, err);
+        mode_mat_to_f32(&d, c->dn, err);
+    }
+    ov->gate_up = c->gu;
+    ov->down = c->dn;
+    ov->rows = c->rows;
+    return MODE_OK;
+}
+
+static int ov_moe(void *vctx, int layer, const struct mode_rt_batch *b, const float *x, const int32_t *experts,
+                  const float *weights, const float *out, struct mode_err *err)
+{
+    (void)x, (void)experts, (void)weights, (void)err;
+    struct ov_ctx *c = vctx;
+    if (layer == c->layer) memcpy(c->moe_out, out, (size_t)(b->n_rows * c->m->cfg.text.n_embd) * sizeof(float));
+    return MODE_OK;
+}
+
+static void run_with(const struct mode_model *m, struct golden *g, struct ov_ctx *c, float *logits)
+{
+    struct mode_err err = {0};
+    struct mode_rt rt;
+    struct mode_rt_batch b;
+    mode_rt_init(&rt, m, &err);
+    mode_rt_batch_init(&b);
+    mode_rt_batch_add(&rt, &b, &g->s, NULL, &err);
+    struct mode_rt_hooks hooks = {.ctx = c, .expert = c->gu ? ov_expert : NULL, .moe = ov_moe};
+    if (mode_rt_forward(&rt, &b, &hooks, &err) || mode_rt_logits(&rt, &b, 0, 0, b.seq[0].n_tok, logits, &err)) diag("%s", err.msg);
+    mode_rt_batch_free(&b);
+    mode_rt_free(&rt);
+}
+
+static void check_override(struct golden *g, const char *model_dir)
+{
+    struct mode_err err = {0};
+    struct mode_model m;
+    mode_model_open(&m, model_dir, &err);
+    const struct mode_text_config *t = &m.cfg.text;
+    int64_t n = g->s.n_tok, D = t->n_embd, V = t->n_vocab;
+    float *base = malloc((size_t)(n * V) * 4), *same = malloc((size_t)(n * V) * 4);
+    float *out0 = malloc((size_t)(n * D) * 4), *out1 = malloc((size_t)(n * D) * 4);
+    float *gu = calloc((size_t)(2 * t->n_ff_exp * D), 4), *dn = calloc((size_t)(t->n_ff_exp * D), 4);
+    struct ov_ctx c = {&m, 1, -1, NULL, NULL, NULL, out0};
+    run_with(&m, g, &c, base);
+    c.gu = gu, c.dn = dn, c.moe_out = out1;
+    run_with(&m, g, &c, same);
+    ok(rel_err(same, base, n * V) <= 1e-6, "overriding every expert of layer 1 with its own weights changes nothing (rel %.1e)",
+       rel_err(same, base, n * V));
+    /* zero weights for expert 3 of layer 1, image rows only */
+    memset(gu, 0, (size_t)(2 * t->n_ff_exp * D) * 4);
+    memset(dn, 0, (size_t)(t->n_ff_exp * D) * 4);
+    uint8_t *rows = calloc((size_t)n, 1);
+    for (int64_t i = 0; i < n; i++) rows[i] = mode_sample_modality(&g->s, i) == MODE_MOD_IMAGE;
+    c.expert = 3, c.rows = rows;
+    run_with(&m, g, &c, same);
+    int64_t text_same = 0, text = 0, img_changed = 0;
+    for (int64_t i = 0; i < n; i++) {
+        bool eq = !memcmp(out0 + i * D, out1 + i * D, (size_t)D * 4);
+        if (!rows[i]) text++, text_same += eq;
+        else img_changed += !eq;
+    }
+    is_int(text_same, text, "an override restricted to image rows leaves every text row's MoE output bit-identical");
+    ok(img_changed > 0, "... and changes %lld image rows (those routed to expert 3)", (long long)img_changed);
+    free(base), free(same), free(out0), free(out1), free(gu), free(dn), free(rows);
+    mode_model_close(&m);
+}
+
 /* mode-eval on a stream of the goldens' samples: logits and metrics */
 static void check_filter(struct golden *g, const char *model_dir)
 {
@@ -499,6 +588,7 @@ int main(void)
     snprintf(hub, sizeof hub, "%s", fixture(dirs[0]));
     check_filter(g, hub);
     check_attn_hook(&g[1], hub);
+    check_override(&g[3], hub);
     for (int i = 0; i < N_SAMPLES; i++) free_golden(&g[i]);
     return tap_done();
 }
