@@ -518,10 +518,12 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
     const int64_t N = b->n_rows, D = t->n_embd;
     const int nh = t->n_head, nkv = t->n_head_kv, hd = t->head_dim, grp = nh / nkv;
     const int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
+    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : 512;
     size_t smax = 0, nmax = 0;
     for (int i = 0; i < b->n_seq; i++) {
         size_t n = (size_t)b->seq[i].n_tok;
-        smax = n * n > smax ? n * n : smax;
+        size_t blk = n < (size_t)qblk ? n : (size_t)qblk;
+        smax = blk * n > smax ? blk * n : smax;
         nmax = n > nmax ? n : nmax;
     }
     s->xn = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
@@ -560,18 +562,23 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
         }
         for (int h = 0; h < nh; h++) {
             const float *qh = s->q + r0 * qd + h * hd, *kh = s->k + r0 * kvd + (h / grp) * hd, *vh = s->v + r0 * kvd + (h / grp) * hd;
-            mode_gemm(n, n, hd, qh, qd, kh, kvd, true, 0.0f, s->scores, n);
-            for (int64_t r = 0; r < n; r++) {
-                float *row = s->scores + r * n;
-                for (int64_t c = 0; c <= r; c++) row[c] *= scale;
-                for (int64_t c = r + 1; c < n; c++) row[c] = -INFINITY; /* causal */
+            /* query rows in blocks: each block sees the keys up to its last row (causal), so the
+             * scores take at most attn_block x n floats however long the sample */
+            for (int64_t b0 = 0; b0 < n; b0 += qblk) {
+                int64_t nb = n - b0 < qblk ? n - b0 : qblk, nk = b0 + nb;
+                mode_gemm(nb, nk, hd, qh + b0 * qd, qd, kh, kvd, true, 0.0f, s->scores, nk);
+                for (int64_t r = 0; r < nb; r++) {
+                    float *row = s->scores + r * nk;
+                    for (int64_t c = 0; c <= b0 + r; c++) row[c] *= scale;
+                    for (int64_t c = b0 + r + 1; c < nk; c++) row[c] = -INFINITY; /* causal */
+                }
+                mode_softmax_ref(s->scores, nb, nk);
+                if (rows)
+                    for (int64_t r = 0; r < nb; r++)
+                        if (rows[b0 + r])
+                            for (int64_t c = 0; c <= b0 + r; c++) s->colsum[c] += s->scores[r * nk + c];
+                mode_gemm(nb, hd, nk, s->scores, nk, vh, kvd, false, 0.0f, s->o + (r0 + b0) * qd + h * hd, qd);
             }
-            mode_softmax_ref(s->scores, n, n);
-            if (rows)
-                for (int64_t r = 0; r < n; r++)
-                    if (rows[r])
-                        for (int64_t c = 0; c <= r; c++) s->colsum[c] += s->scores[r * n + c];
-            mode_gemm(n, hd, n, s->scores, n, vh, kvd, false, 0.0f, s->o + r0 * qd + h * hd, qd);
         }
         if (rows && hooks->attn) {
             float denom = (float)nh * (float)(n_rows_sel ? n_rows_sel : 1);

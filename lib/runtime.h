@@ -96,6 +96,7 @@ struct mode_rt {
     float *vis_inv_freq; /* (v_head_dim/4) vision rotary frequencies */
     float *lm_head;      /* (n_vocab, n_embd) f32, converted on first use */
     float *out_norm;     /* (n_embd) */
+    int attn_block;      /* query rows per block of attention scores (0: 512); memory is block x n_tok */
 };
 
 int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);

@@ -195,6 +195,8 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
 }
 
 /* Runs a batch of the given samples through the model and compares everything. */
+static int attn_block; /* 0: the runtime's default */
+
 static void check_batch(const char *model_dir, struct golden *g, int n, const char *label)
 {
     struct mode_err err = {0};
@@ -206,6 +208,7 @@ static void check_batch(const char *model_dir, struct golden *g, int n, const ch
     }
     struct mode_rt rt;
     mode_rt_init(&rt, &m, &err);
+    rt.attn_block = attn_block;
     struct mode_rt_batch b;
     mode_rt_batch_init(&b);
     int rc = 0;
@@ -583,6 +586,11 @@ int main(void)
         char label[64];
         snprintf(label, sizeof label, "%s/all five in one batch", layout);
         check_batch(dir, g, N_SAMPLES, label);
+        /* attention in blocks of 7 query rows: the same numbers */
+        attn_block = 7;
+        snprintf(label, sizeof label, "%s/all five, attention blocks of 7 rows", layout);
+        check_batch(dir, g, N_SAMPLES, label);
+        attn_block = 0;
     }
     char hub[4096];
     snprintf(hub, sizeof hub, "%s", fixture(dirs[0]));
