@@ -373,6 +373,7 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     pw = pb = table = NULL;
     if (rc) goto out;
     const float scale = 1.0f / sqrtf((float)hd);
+    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : 512;
     for (int blk = 0; blk < v->depth && !rc; blk++) {
         struct vis_block w;
         if ((rc = vis_block_load(&m->vblocks[blk], &w, err))) break;
@@ -387,13 +388,17 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
             const int64_t *g = b->image[i].data.grid;
             int64_t seg = g[1] * g[2];
             for (int64_t f = 0; f < g[0]; f++, off += seg) {
-                if ((rc = grow(&scores, &scores_cap, (size_t)(seg * seg), err))) break;
+                int64_t qb = seg < qblk ? seg : qblk; /* query rows per block, as in the decoder */
+                if ((rc = grow(&scores, &scores_cap, (size_t)(qb * seg), err))) break;
                 for (int h = 0; h < H; h++) {
                     const float *qh = qkv + off * 3 * E + h * hd, *kh = qh + E, *vh = qh + 2 * E;
-                    mode_gemm(seg, seg, hd, qh, 3 * E, kh, 3 * E, true, 0.0f, scores, seg);
-                    for (int64_t z = 0; z < seg * seg; z++) scores[z] *= scale;
-                    mode_softmax_ref(scores, seg, seg);
-                    mode_gemm(seg, hd, seg, scores, seg, vh, 3 * E, false, 0.0f, att + off * E + h * hd, E);
+                    for (int64_t b0 = 0; b0 < seg; b0 += qb) {
+                        int64_t nb = seg - b0 < qb ? seg - b0 : qb;
+                        mode_gemm(nb, seg, hd, qh + b0 * 3 * E, 3 * E, kh, 3 * E, true, 0.0f, scores, seg);
+                        for (int64_t z = 0; z < nb * seg; z++) scores[z] *= scale;
+                        mode_softmax_ref(scores, nb, seg);
+                        mode_gemm(nb, hd, seg, scores, seg, vh, 3 * E, false, 0.0f, att + (off + b0) * E + h * hd, E);
+                    }
                 }
             }
         }
