@@ -154,3 +154,24 @@ int mode_json_num_array(const struct mode_jctx *c, json_t *obj, const char *key,
 {
     return array_of(c, obj, key, required, NULL, out, max, n, err);
 }
+
+int mode_json_write_file(json_t *j, const char *path, struct mode_err *err)
+{
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
+    if (!text) return mode_err_set(err, MODE_EUNAVAILABLE, "%s: cannot encode the JSON (out of memory)", path);
+    struct mode_outfile out;
+    struct mode_wbuf w;
+    int rc = mode_outfile_open(&out, path, err);
+    if (!rc && (rc = mode_wbuf_init(&w, out.fd, out.path, err)) == MODE_OK) {
+        if (mode_wbuf_puts(&w, text) || mode_wbuf_putc(&w, '\n')) {
+            rc = w.err.code;
+            if (err) *err = w.err;
+        }
+        int rc2 = mode_wbuf_free(&w, rc ? NULL : err);
+        if (!rc) rc = rc2;
+    }
+    if (!rc) rc = mode_outfile_commit(&out, err);
+    else mode_outfile_abort(&out);
+    free(text);
+    return rc;
+}

@@ -44,4 +44,7 @@ int mode_json_num_array(const struct mode_jctx *c, json_t *obj, const char *key,
 
 const char *mode_json_type_name(const json_t *v);
 
+/* Writes j (indented, followed by a newline) to path atomically ("-" = stdout). */
+int mode_json_write_file(json_t *j, const char *path, struct mode_err *err);
+
 #endif
