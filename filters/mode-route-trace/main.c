@@ -152,6 +152,13 @@ int main(int argc, char **argv)
     mode_mp_map_open(&h);
     mode_mp_key(&h, "router_logits");
     mode_mp_bool(&h, logits);
+    /* the shape of what follows, for readers without the model (mode-vis-denoise) */
+    mode_mp_key(&h, "n_layer");
+    mode_mp_int(&h, L);
+    mode_mp_key(&h, "n_expert");
+    mode_mp_int(&h, m.cfg.text.n_expert);
+    mode_mp_key(&h, "n_expert_used");
+    mode_mp_int(&h, m.cfg.text.n_expert_used);
     mode_mp_close(&h);
     mode_mp_key(&h, "model");
     mode_model_id_pack(&h, &m);
