@@ -148,13 +148,20 @@ $(B)/tests/%: tests/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
 	$(say) TEST $@
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(LIB) $(ALL_LIBS)
 
+# large fixtures kept compressed in git, expanded into build/fixtures/ for the tests
+export MODE_BUILD_FIXTURES := $(CURDIR)/$(B)/fixtures
+BIG_FIXTURES := $(patsubst tests/fixtures/big/%.gz,$(B)/fixtures/%,$(wildcard tests/fixtures/big/*.gz))
+$(B)/fixtures/%: tests/fixtures/big/%.gz
+	@mkdir -p $(@D)
+	$(Q)gzip -dc $< > $@.tmp && mv $@.tmp $@
+
 # benchmarks: programs that print a table (never run by make check); `make bench` builds them
 $(B)/bench/%: tests/bench/%.c $(B)/tests/tap.o $(LIB) $(B)/flags
 	@mkdir -p $(@D)
 	$(say) BENCH $@
 	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(LIB) $(ALL_LIBS)
 
-bench: all $(BENCH_BIN)
+bench: all $(BENCH_BIN) $(BIG_FIXTURES)
 	@for b in $(BENCH_BIN); do echo "built $$b"; done
 
 # fuzz targets replayed without libFuzzer (corpus + regression inputs) by make check
@@ -174,7 +181,7 @@ export MODE_BIN := $(CURDIR)/bin
 export MODE_FIXTURES := $(CURDIR)/tests/fixtures
 PROVE_JOBS ?= 2
 
-check: all $(TEST_BIN) $(FUZZ_CHECK_BIN)
+check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(BIG_FIXTURES)
 	@chmod +x $(TEST_SH) 2>/dev/null || true
 	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(TEST_SH)
 

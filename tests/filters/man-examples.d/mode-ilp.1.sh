@@ -1,4 +1,4 @@
 # mode-ilp(1) examples: the hand-made freq and sens streams (emoji-vl's identity) and that model
 mode-cat -J -o "$W/freq.msgpack" "$S/freq.jsonl"
 mode-cat -J -o "$W/sens.msgpack" "$S/sens.jsonl"
-ln -s "$MODE_FIXTURES/emoji-vl/model" "$W/emoji-vl"
+ln -sfn "$MODE_FIXTURES/emoji-vl/model" "$W/emoji-vl"

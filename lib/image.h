@@ -1,0 +1,50 @@
+/* image.h — reading images and resizing them as transformers' Qwen2-VL image processor does.
+ *
+ * Decoding: PNG through libpng (every colour type, bit depths 1 to 16 — 16-bit samples keep their
+ * high byte, as PIL reads them —, palettes, tRNS transparency, interlacing) and JPEG through
+ * libjpeg-turbo (greyscale and YCbCr; CMYK is refused). The EXIF orientation of a JPEG (APP1) or a
+ * PNG (eXIf) is applied, as transformers' load_image does with PIL's exif_transpose.
+ *
+ * Conversion to RGB as transformers' convert_to_rgb: an image with an alpha channel (RGBA, LA, a
+ * palette or grey image with tRNS) is composited over white; grey is replicated.
+ *
+ * Resizing: smart_resize picks the size (multiples of patch*merge, pixel count within
+ * [min_pixels, max_pixels], aspect ratio kept as well as those allow), and mode_image_resize
+ * resamples with the antialiased bicubic filter (a = -0.5, support scaled by the reduction) of
+ * PIL and torchvision's antialias=True path, separable, horizontal then vertical, in float with
+ * one rounding to 8 bits at the end.
+ */
+#ifndef MODE_IMAGE_H
+#define MODE_IMAGE_H
+
+#include "mode.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct mode_rgb {
+    int width, height;
+    uint8_t *px; /* (height, width, 3), malloc'ed */
+    char kind[24]; /* "PNG RGBA 8-bit", "JPEG YCbCr", ... for messages */
+};
+
+/* Decodes the file at path (PNG or JPEG, told by content). MODE_ENOINPUT when it cannot be
+ * opened; MODE_EDATA for anything else wrong, the message naming the file and the problem. */
+int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err);
+/* From bytes in memory (name for messages). */
+int mode_rgb_decode(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err);
+void mode_rgb_free(struct mode_rgb *img);
+
+/* Qwen2-VL's smart_resize: *out_h, *out_w for an image of h x w. MODE_EDATA when the aspect ratio
+ * exceeds 200 or the image is smaller than 1 pixel. */
+int mode_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_pixels, int *out_h, int *out_w,
+                      struct mode_err *err);
+
+/* Resamples src into a new image of w x h (see above). */
+int mode_image_resize(const struct mode_rgb *src, int w, int h, struct mode_rgb *dst, struct mode_err *err);
+
+/* EXIF orientation (1..8) of an EXIF block (starting with "Exif\0\0" or with the TIFF header);
+ * 1 when absent or unreadable. Exposed for tests. */
+int mode_exif_orientation(const uint8_t *p, size_t n);
+
+#endif
