@@ -98,6 +98,10 @@ static int encode(const struct mode_chat_ctx *c, struct build *b, const char *t,
             }
         }
     }
+    for (size_t i = 0; !rc && i < m; i++)
+        if (ids[i] == c->id_image_pad || ids[i] == c->id_vision_start || ids[i] == c->id_vision_end)
+            rc = mode_err_set(b->err, MODE_EDATA, "the text holds the special token %s: images are given as image items, not as markup",
+                              ids[i] == c->id_image_pad ? "<|image_pad|>" : ids[i] == c->id_vision_start ? "<|vision_start|>" : "<|vision_end|>");
     for (size_t i = 0; !rc && i < m; i++) rc = add_tok(b, ids[i], 0, score && i >= first);
     if (!rc) rc = add_text(b, t, n);
     free(ids), free(pids);
@@ -321,10 +325,12 @@ size_t mode_chat_truncate(struct mode_chat_sample *s, size_t n, const struct mod
                 if (i < cut) cut = i;
                 break;
             }
+            if (j == i + 1) continue; /* not an image (cannot happen: text never holds the marker) */
             keep_images = (int)++img;
             i = end - 1;
         }
     }
+    if (keep_images > s->n_images) keep_images = s->n_images;
     for (int k = keep_images; k < s->n_images; k++) free(s->images[k].pixels), free(s->images[k].source);
     s->n_images = keep_images;
     const size_t removed = s->n_tok - cut;

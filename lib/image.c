@@ -111,6 +111,8 @@ struct png_ctx {
     jmp_buf jb;
     char msg[160];
     struct mem_src src;
+    uint8_t *rows_buf; /* here, not in locals: they must survive a longjmp */
+    png_bytep *rows;
 };
 
 static void png_fail(png_structp png, png_const_charp msg)
@@ -135,15 +137,13 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
     struct png_ctx ctx = {.src = {data, n, 0}};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, png_fail, png_quiet);
     png_infop info = png ? png_create_info_struct(png) : NULL;
-    uint8_t *rows_buf = NULL;
-    png_bytep *rows = NULL;
     if (!png || !info) {
         png_destroy_read_struct(&png, &info, NULL);
         return mode_err_oom(err, 0, "libpng");
     }
     if (setjmp(ctx.jb)) {
         png_destroy_read_struct(&png, &info, NULL);
-        free(rows_buf), free(rows);
+        free(ctx.rows_buf), free(ctx.rows);
         mode_rgb_free(img);
         return mode_err_set(err, MODE_EDATA, "%s: not a readable PNG: %s", name, ctx.msg);
     }
@@ -174,10 +174,11 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
         return rc;
     }
     const size_t stride = png_get_rowbytes(png, info);
-    rows_buf = malloc(stride * h);
-    rows = malloc(sizeof *rows * h);
-    if (!rows_buf || !rows) png_error(png, "out of memory");
-    for (png_uint_32 y = 0; y < h; y++) rows[y] = rows_buf + (size_t)y * stride;
+    ctx.rows_buf = malloc(stride * h);
+    ctx.rows = malloc(sizeof *ctx.rows * h);
+    if (!ctx.rows_buf || !ctx.rows) png_error(png, "out of memory");
+    png_bytep *rows = ctx.rows;
+    for (png_uint_32 y = 0; y < h; y++) rows[y] = ctx.rows_buf + (size_t)y * stride;
     png_read_image(png, rows);
     /* EXIF orientation (eXIf chunk) */
     int orientation = 1;
@@ -196,7 +197,7 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
         }
     }
     png_destroy_read_struct(&png, &info, NULL);
-    free(rows_buf), free(rows);
+    free(ctx.rows_buf), free(ctx.rows);
     return orient(img, orientation, name, err);
 }
 
