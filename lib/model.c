@@ -1,5 +1,7 @@
 /* model.c — binds a Qwen3-VL-MoE checkpoint's tensors by name and shape (model.h). */
 #include "model.h"
+#include "gptqpack.h"
+#include "json.h"
 
 #include "sha256.h"
 
@@ -115,12 +117,91 @@ static const struct mode_st_tensor *bindn(struct binder *b, bool required, int n
 #define TXT "model.language_model."
 #define VIS "model.visual."
 
+/* a tensor of any dtype: checked rank, dims and dtype; marked used */
+static const struct mode_st_tensor *bind_any(struct binder *b, enum mode_dtype dtype, int ndim, const int64_t *dims, const char *name)
+{
+    if (b->err->code) return NULL;
+    const struct mode_st_tensor *t = mode_st_set_find(&b->m->st, name);
+    if (!t) {
+        mode_err_set(b->err, MODE_EDATA, "%s: tensor '%s' is missing (a packed checkpoint)", b->m->dir, name);
+        return NULL;
+    }
+    bool ok = t->ndim == ndim && t->dtype == dtype;
+    for (int i = 0; ok && i < ndim; i++)
+        if (dims[i] >= 0 && dims[i] != t->shape[i]) ok = false;
+    if (!ok) {
+        char got[96];
+        mode_shape_str(t->ndim, t->shape, got, sizeof got);
+        mode_err_set(b->err, MODE_EDATA, "%s/%s: tensor '%s' has %s %s, not what a GPTQ-packed projection needs", b->m->dir,
+                     mode_st_file_base(t), name, mode_dtype_st_name(t->dtype), got);
+        return NULL;
+    }
+    size_t k = sorted_index(&b->m->st, t);
+    if (k < b->m->st.n_tensors && !b->used[k]) {
+        b->used[k] = 1;
+        b->m->n_bound++;
+    }
+    return t;
+}
+
+static void bind_qexperts(struct binder *b, int l, struct mode_layer_w *w)
+{
+    struct mode_model *m = b->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const int64_t E = t->n_expert, H = t->n_embd, I = t->n_ff_exp;
+    w->qexp = calloc((size_t)E * 3, sizeof *w->qexp);
+    if (!w->qexp) {
+        mode_err_oom(b->err, (size_t)E * 3 * sizeof *w->qexp, "packed experts");
+        return;
+    }
+    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+    char name[512];
+    for (int64_t e = 0; e < E && !b->err->code; e++)
+        for (int p = 0; p < 3 && !b->err->code; p++) {
+            struct mode_qproj *q = &w->qexp[e * 3 + p];
+            q->n = p == 2 ? H : I, q->k = p == 2 ? I : H;
+            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.weight", l, (long long)e, proj[p]);
+            if (mode_st_set_find(&m->st, name)) { /* left at full precision */
+                q->weight = bindn(b, true, 2, (int64_t[]){q->n, q->k}, "%s", name);
+                q->bits = 16;
+                continue;
+            }
+            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.qweight", l, (long long)e, proj[p]);
+            q->qweight = bind_any(b, MODE_I32, 2, (int64_t[]){-1, q->n}, name);
+            if (!q->qweight) return;
+            q->bits = (int)(q->qweight->shape[0] * 32 / q->k);
+            if (q->qweight->shape[0] * 32 != q->k * q->bits || (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)) {
+                mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld rows: no bit width packs %lld inputs so", m->dir, name,
+                             (long long)q->qweight->shape[0], (long long)q->k);
+                return;
+            }
+            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.scales", l, (long long)e, proj[p]);
+            q->scales = bind_any(b, MODE_F16, 2, (int64_t[]){-1, q->n}, name);
+            if (!q->scales) return;
+            q->g = q->scales->shape[0];
+            if (q->g < 1 || q->k % q->g) {
+                mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld groups for %lld inputs", m->dir, name, (long long)q->g, (long long)q->k);
+                return;
+            }
+            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.qzeros", l, (long long)e, proj[p]);
+            q->qzeros = bind_any(b, MODE_I32, 2, (int64_t[]){q->g, q->n * q->bits / 32}, name);
+            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.g_idx", l, (long long)e, proj[p]);
+            q->g_idx = bind_any(b, MODE_I32, 1, (int64_t[]){q->k}, name);
+        }
+}
+
 static void bind_experts(struct binder *b, int l, struct mode_layer_w *w)
 {
     struct mode_model *m = b->m;
     const struct mode_text_config *t = &m->cfg.text;
     int64_t E = t->n_expert, H = t->n_embd, I = t->n_ff_exp;
     int64_t any3[3] = {E, -1, -1};
+    char fused[256];
+    snprintf(fused, sizeof fused, TXT "layers.%d.mlp.experts.gate_up_proj", l);
+    if (m->packed && !mode_st_set_find(&m->st, fused)) {
+        bind_qexperts(b, l, w);
+        return;
+    }
     w->gate_up = bindn(b, true, 3, any3, TXT "layers.%d.mlp.experts.gate_up_proj", l);
     w->down = bindn(b, true, 3, any3, TXT "layers.%d.mlp.experts.down_proj", l);
     if (b->err->code) return;
@@ -263,6 +344,20 @@ int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
     char p[4200];
     snprintf(p, sizeof p, "%s/config.json", m->dir);
     int rc = mode_config_load(&m->cfg, p, err);
+    if (!rc) {
+        /* a quantization_config of method gptq: routed experts may be packed */
+        json_t *root = NULL;
+        if (!mode_json_load(p, (size_t)64 << 20, &root, NULL)) {
+            json_t *qc = json_object_get(root, "quantization_config");
+            const char *qm = json_string_value(json_object_get(qc, "quant_method"));
+            const char *fmt = json_string_value(json_object_get(qc, "checkpoint_format"));
+            if (qm && !strcmp(qm, "gptq")) {
+                m->packed = true;
+                m->gptq_v1 = !fmt || !strcmp(fmt, "gptq");
+            }
+            json_decref(root);
+        }
+    }
     if (rc) {
         if (rc != MODE_ENOINPUT) mode_err_prefix(err, "%s/", m->dir);
         return rc;
@@ -314,6 +409,7 @@ fail:
 
 void mode_model_close(struct mode_model *m)
 {
+    for (int l = 0; m->layers && l < m->cfg.text.n_layer; l++) free(m->layers[l].qexp);
     mode_st_set_close(&m->st);
     mode_config_free(&m->cfg);
     free(m->layers);
@@ -342,6 +438,7 @@ int mode_model_expert(const struct mode_model *m, int layer, int expert, enum mo
     uint64_t H = (uint64_t)t->n_embd, I = (uint64_t)t->n_ff_exp, e = (uint64_t)expert;
     const struct mode_layer_w *w = &m->layers[layer];
     memset(out, 0, sizeof *out);
+    if (w->qexp) return mode_err_set(err, MODE_EUSAGE, "layer %d of %s holds packed (quantized) experts", layer, m->dir);
     if (p == MODE_PROJ_DOWN) {
         out->t = w->down;
         out->rows = H;
@@ -451,7 +548,7 @@ void mode_model_describe(struct mode_mp *b, const struct mode_model *m)
     mode_mp_key(b, "config_form");
     mode_mp_str(b, m->cfg.form == MODE_CONFIG_V5 ? "transformers-5" : "hub");
     mode_mp_key(b, "expert_layout");
-    mode_mp_str(b, mode_expert_layout_name(m->layout));
+    mode_mp_str(b, m->packed ? (m->gptq_v1 ? "gptq-packed (v1)" : "gptq-packed (v2)") : mode_expert_layout_name(m->layout));
     mode_mp_key(b, "identity");
     mode_model_id_pack(b, m);
     mode_mp_key(b, "text");
@@ -535,4 +632,35 @@ void mode_model_describe_tensor(struct mode_mp *b, const struct mode_st_tensor *
     kv_int(b, "offset", (int64_t)t->begin);
     kv_int(b, "bytes", (int64_t)(t->end - t->begin));
     mode_mp_close(b);
+}
+
+int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, enum mode_proj p, float *dst, struct mode_err *err)
+{
+    const struct mode_layer_w *w = &m->layers[layer];
+    if (!w->qexp) return mode_err_set(err, MODE_EUSAGE, "layer %d of %s is not packed", layer, m->dir);
+    const struct mode_qproj *q = &w->qexp[(size_t)expert * 3 + (size_t)p];
+    if (q->weight) {
+        if (mode_convert_ref(q->weight->dtype, q->weight->data, (size_t)(q->n * q->k), dst))
+            return mode_err_set(err, MODE_EDATA, "%s: an expert weight of dtype %s", m->dir, mode_dtype_st_name(q->weight->dtype));
+        return MODE_OK;
+    }
+    /* tensors may sit at any alignment in the mapping: copy them out */
+    const size_t nqw = (size_t)(q->k * q->bits / 32 * q->n), nqz = (size_t)(q->g * q->n * q->bits / 32), ns = (size_t)(q->g * q->n);
+    int32_t *qw = malloc(4 * nqw), *qz = malloc(4 * nqz), *gi = malloc(4 * (size_t)q->k);
+    uint16_t *sc = malloc(2 * ns);
+    int rc = MODE_OK;
+    if (!qw || !qz || !gi || !sc) rc = mode_err_oom(err, 4 * nqw, "dequantising an expert");
+    else {
+        memcpy(qw, q->qweight->data, 4 * nqw);
+        memcpy(qz, q->qzeros->data, 4 * nqz);
+        memcpy(gi, q->g_idx->data, 4 * (size_t)q->k);
+        memcpy(sc, q->scales->data, 2 * ns);
+        for (int64_t i = 0; i < q->k && !rc; i++)
+            if (gi[i] < 0 || gi[i] >= q->g)
+                rc = mode_err_set(err, MODE_EDATA, "%s: layer %d expert %d: g_idx[%lld] = %d is not a group", m->dir, layer, expert, (long long)i, gi[i]);
+        if (!rc && mode_gptq_dequant(qw, qz, sc, gi, q->n, q->k, q->g, q->bits, m->gptq_v1, dst))
+            rc = mode_err_oom(err, (size_t)(q->n * q->k), "dequantising an expert");
+    }
+    free(qw), free(qz), free(gi), free(sc);
+    return rc;
 }

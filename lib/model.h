@@ -29,6 +29,13 @@
 enum mode_expert_layout { MODE_EXPERTS_HUB = 1, MODE_EXPERTS_V5 = 2 };
 
 
+/* One GPTQ-packed projection (gptqpack.h): out features n, in features k, `bits`, g groups. */
+struct mode_qproj {
+    const struct mode_st_tensor *qweight, *qzeros, *scales, *g_idx, *weight; /* weight: a 16-bit expert left unquantized */
+    int bits;
+    int64_t n, k, g;
+};
+
 struct mode_layer_w {
     const struct mode_st_tensor *attn_norm;        /* (n_embd) input_layernorm */
     const struct mode_st_tensor *wq, *wk, *wv, *wo; /* (n_head*head_dim, n_embd), (n_head_kv*head_dim, n_embd) x2,
@@ -40,6 +47,9 @@ struct mode_layer_w {
     const struct mode_st_tensor *router;  /* (n_expert, n_embd) mlp.gate.weight */
     const struct mode_st_tensor *gate_up; /* fused experts, layout above */
     const struct mode_st_tensor *down;
+    /* a packed (mode-pack, GPTQ) checkpoint: per expert and projection (gate, up, down) instead of
+     * the fused tensors; NULL otherwise */
+    struct mode_qproj *qexp; /* (n_expert * 3) */
     /* dense layers (mlp_only_layers / decoder_sparse_step) */
     const struct mode_st_tensor *ffn_gate, *ffn_up; /* (n_ff, n_embd) */
     const struct mode_st_tensor *ffn_down;          /* (n_embd, n_ff) */
@@ -69,6 +79,8 @@ struct mode_model {
     bool has_preproc;
     struct mode_st_set st;
     enum mode_expert_layout layout;
+    bool packed;   /* routed experts stored GPTQ-packed (config quantization_config) */
+    bool gptq_v1;  /* checkpoint_format "gptq": qzeros hold zero - 1 */
     const struct mode_st_tensor *tok_embd; /* (n_vocab, n_embd) */
     const struct mode_st_tensor *out_norm; /* (n_embd) */
     const struct mode_st_tensor *lm_head;  /* (n_vocab, n_embd); = tok_embd when tied */
@@ -102,6 +114,8 @@ enum mode_proj { MODE_PROJ_GATE = 0, MODE_PROJ_UP = 1, MODE_PROJ_DOWN = 2 };
  * expert out of range. */
 int mode_model_expert(const struct mode_model *m, int layer, int expert, enum mode_proj p, struct mode_mat *out,
                       struct mode_err *err);
+/* Expert projection p of a packed checkpoint dequantised to f32 (n, k), nn.Linear orientation. */
+int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, enum mode_proj p, float *dst, struct mode_err *err);
 /* Materialises W row-major as f32 (rows*cols floats). */
 int mode_mat_to_f32(const struct mode_mat *w, float *dst, struct mode_err *err);
 

@@ -493,6 +493,15 @@ static int expert_f32(const struct mode_model *m, int layer, int e, float *gu, b
     const struct mode_layer_w *w = &m->layers[layer];
     const struct mode_text_config *t = &m->cfg.text;
     size_t n_gu = (size_t)2 * t->n_ff_exp * t->n_embd, n_dn = (size_t)t->n_ff_exp * t->n_embd;
+    if (w->qexp) { /* packed: dequantised on load, nn.Linear orientation */
+        int rc;
+        if ((rc = mode_model_qexpert_f32(m, layer, e, MODE_PROJ_GATE, gu, err)) ||
+            (rc = mode_model_qexpert_f32(m, layer, e, MODE_PROJ_UP, gu + n_gu / 2, err)) ||
+            (rc = mode_model_qexpert_f32(m, layer, e, MODE_PROJ_DOWN, dn, err)))
+            return rc;
+        *gu_trans = *dn_trans = true;
+        return MODE_OK;
+    }
     size_t es = mode_dtype_size(w->gate_up->dtype), ed = mode_dtype_size(w->down->dtype);
     /* each expert's slice is contiguous in both layouts: hub stores W^T, transformers 5 stores W */
     if (mode_convert_ref(w->gate_up->dtype, (const char *)w->gate_up->data + (size_t)e * n_gu * es, n_gu, gu) ||

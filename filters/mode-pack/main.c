@@ -1,0 +1,556 @@
+/* mode-pack — GPTQ of every routed expert at the width an `alloc` stream gives it, written as a
+ * GPTQ checkpoint directory (safetensors + config.json with quantization_config + model card).
+ * Options, streams, files and resume state only; the quantization is lib/pack.c, the layout
+ * lib/gptqpack.c. */
+#include "../../lib/bitalloc.h"
+#include "../../lib/gptqpack.h"
+#include "../../lib/mpjson.h"
+#include "../../lib/quant.h"
+#include "../../lib/heatmap.h"
+#include "../../lib/json.h"
+#include "../../lib/ops.h"
+#include "../../lib/pack.h"
+#include "../../lib/sha256.h"
+#include "../common/cli.h"
+#include "../common/input.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char usage_text[] =
+    "usage: mode-pack -m DIR -a ALLOC -o OUTDIR [--group N] [--sym] [--act-order] [--min-tokens N]\n"
+    "                 [--fp-inputs] [--format gptq|gptq_v2] [--samples N] [--max-shard-size BYTES]\n"
+    "                 [--resume] [--threads N] [SAMPLES]\n"
+    "  -m, --model DIR        the full-precision checkpoint\n"
+    "  -a, --alloc FILE       the alloc stream (mode-ilp): each routed expert's width\n"
+    "  -o, --output DIR       the packed checkpoint, written atomically (must not exist)\n"
+    "      --group N          quantization group (default 128, clamped to each matrix's inputs)\n"
+    "      --sym              symmetric quantization (default asymmetric)\n"
+    "      --act-order        GPTQ columns by decreasing Hessian diagonal (desc_act)\n"
+    "      --min-tokens N     fewer calibration tokens -> round-to-nearest (default 32)\n"
+    "      --fp-inputs        calibrate every layer on full-precision inputs\n"
+    "      --format F         gptq_v2 (default: zero points as they are) or gptq (v1: zero - 1)\n"
+    "      --samples N        only the first N calibration samples\n"
+    "      --max-shard-size B shard the safetensors at B bytes (K/M/G suffixes; default 4G)\n"
+    "      --resume           continue an interrupted run from OUTDIR.resume/\n"
+    "      --threads N        BLAS threads\n"
+    "  -h, --help             this text;  -V, --version  the version\n"
+    "SAMPLES is the calibration samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
+    "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-pack(1).\n";
+
+static struct mode_err err;
+
+struct run {
+    const struct mode_model *m;
+    char resume_dir[4200];
+    char fingerprint[65];
+    int E;
+    int64_t N, D;
+    int last_done;
+    int64_t rtn, zero_lost;
+    time_t t0;
+};
+
+static void proj_name(char *buf, size_t n, int layer, int e, int p, const char *what)
+{
+    static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
+    snprintf(buf, n, "model.language_model.layers.%d.mlp.experts.%d.%s.%s", layer, e, proj[p], what);
+}
+
+/* one layer's tensors, its output hidden states and the fingerprint, committed atomically */
+static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *e)
+{
+    struct run *r = vctx;
+    char path[4400], name[256];
+    snprintf(path, sizeof path, "%s/layer-%03d", r->resume_dir, l->layer);
+    struct mode_outdir od;
+    int rc = mode_outdir_begin(&od, path, 1, e);
+    if (rc) return rc;
+    mode_cli_tmp_add(od.tmp, true);
+    struct mode_st_writer w;
+    if ((rc = mode_st_writer_init(&w, &od, 0, e))) goto fail;
+    for (int x = 0; x < l->n_expert && !rc; x++)
+        for (int p = 0; p < 3 && !rc; p++) {
+            const struct mode_pack_proj *q = &l->proj[x * 3 + p];
+            if (q->bits >= 16) {
+                uint16_t *bf = malloc(2 * (size_t)(q->n * q->k));
+                if (!bf) {
+                    rc = mode_err_oom(e, 2 * (size_t)(q->n * q->k), "an expert");
+                    break;
+                }
+                for (int64_t i = 0; i < q->n * q->k; i++) bf[i] = mode_f32_to_bf16(q->weight[i]);
+                proj_name(name, sizeof name, l->layer, x, p, "weight");
+                rc = mode_st_writer_add(&w, name, MODE_BF16, 2, (int64_t[]){q->n, q->k}, bf, e);
+                free(bf);
+                continue;
+            }
+            proj_name(name, sizeof name, l->layer, x, p, "qweight");
+            rc = mode_st_writer_add(&w, name, MODE_I32, 2, (int64_t[]){q->k * q->bits / 32, q->n}, q->qweight, e);
+            proj_name(name, sizeof name, l->layer, x, p, "qzeros");
+            if (!rc) rc = mode_st_writer_add(&w, name, MODE_I32, 2, (int64_t[]){q->g, q->n * q->bits / 32}, q->qzeros, e);
+            proj_name(name, sizeof name, l->layer, x, p, "scales");
+            if (!rc) rc = mode_st_writer_add(&w, name, MODE_F16, 2, (int64_t[]){q->g, q->n}, q->scales, e);
+            proj_name(name, sizeof name, l->layer, x, p, "g_idx");
+            if (!rc) rc = mode_st_writer_add(&w, name, MODE_I32, 1, (int64_t[]){q->k}, q->g_idx, e);
+        }
+    if (!rc) rc = mode_st_writer_finish(&w, e);
+    mode_st_writer_free(&w);
+    if (!rc) rc = mode_outdir_write(&od, "hidden.f32", b->h, sizeof *b->h * (size_t)(b->n_rows * r->D), e);
+    if (!rc) rc = mode_outdir_write(&od, "fingerprint", r->fingerprint, 64, e);
+    if (!rc) rc = mode_outdir_commit(&od, e);
+    if (rc) goto fail;
+    mode_cli_tmp_remove(od.tmp);
+    /* the previous layer's hidden states are no longer needed */
+    if (r->last_done >= 0) {
+        snprintf(path, sizeof path, "%s/layer-%03d/hidden.f32", r->resume_dir, r->last_done);
+        unlink(path);
+    }
+    r->last_done = l->layer;
+    r->rtn += l->n_rtn;
+    r->zero_lost += l->zero_lost;
+    return MODE_OK;
+fail:
+    mode_outdir_abort(&od);
+    mode_cli_tmp_remove(od.tmp);
+    return rc;
+}
+
+static void progress(void *ctx, int layer, int expert, int n_expert)
+{
+    struct run *r = ctx;
+    if (!isatty(2)) return;
+    const int L = r->m->cfg.text.n_layer;
+    const double done = layer + (double)expert / n_expert, el = difftime(time(NULL), r->t0);
+    fprintf(stderr, "\rmode-pack: layer %d/%d, expert %d/%d, %.0f s, ETA %.0f s   ", layer + 1, L, expert, n_expert, el,
+            done > 0 ? el * (L - done) / done : 0);
+    if (layer == L - 1 && expert == n_expert) fputc('\n', stderr);
+}
+
+static uint64_t parse_size(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    uint64_t mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1ull << 10, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1ull << 20, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1ull << 30, end++;
+    if (end == s || *end || !(v > 0)) mode_die(MODE_EUSAGE, "--max-shard-size: '%s' is not a size (e.g. 4G)", s);
+    return (uint64_t)(v * (double)mul);
+}
+
+/* bits (L, E) from the alloc stream; every MoE layer must be there */
+static int *read_alloc(const char *path, const struct mode_model *m, struct mode_stream_reader *r)
+{
+    const int L = m->cfg.text.n_layer, E = m->cfg.text.n_expert;
+    if (mode_stream_open(r, path, &err) || mode_stream_read_header(r, "alloc", &err) ||
+        mode_model_id_check(mode_mp_get(r->header, "model"), m, r->name, &err))
+        mode_fail(&err);
+    int *bits = calloc((size_t)L * E, sizeof *bits);
+    bool *seen = calloc((size_t)L, 1);
+    if (!bits || !seen) mode_die(MODE_EUNAVAILABLE, "out of memory");
+    char what[64];
+    for (uint64_t i = 0;; i++) {
+        const msgpack_object *o;
+        if (mode_stream_next(r, &o, &err)) mode_fail(&err);
+        if (!o) break;
+        snprintf(what, sizeof what, "record %llu", (unsigned long long)i);
+        struct mode_rec rec = {o, r->name, what};
+        int64_t layer;
+        struct mode_tensor t;
+        if (mode_alloc_parse(&rec, &layer, &t, &err)) mode_fail(&err);
+        if (layer >= L || !m->cfg.text.is_moe[layer]) mode_die(MODE_EDATA, "%s: %s: layer %lld is not a MoE layer of the model", r->name, what, (long long)layer);
+        if ((int64_t)t.numel != E)
+            mode_die(MODE_EDATA, "%s: %s: %llu experts, the model has %d", r->name, what, (unsigned long long)t.numel, E);
+        if (seen[layer]) mode_die(MODE_EDATA, "%s: layer %lld appears twice", r->name, (long long)layer);
+        seen[layer] = true;
+        memcpy(bits + (size_t)layer * E, t.data, sizeof *bits * (size_t)E);
+        for (int e = 0; e < E; e++) {
+            int b = bits[(size_t)layer * E + e];
+            if (b != 2 && b != 3 && b != 4 && b != 8 && b != 16)
+                mode_die(MODE_EDATA, "%s: layer %lld expert %d: %d bits (mode-pack packs 2, 3, 4, 8 or keeps 16)", r->name, (long long)layer, e, b);
+        }
+    }
+    if (mode_stream_finish(r, &err)) mode_fail(&err);
+    for (int l = 0; l < L; l++)
+        if (m->cfg.text.is_moe[l] && !seen[l]) mode_die(MODE_EDATA, "%s: no allocation for MoE layer %d", r->name, l);
+    free(seen);
+    return bits;
+}
+
+static int file_exists(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* copies the model directory's other files (tokenizer, processor, generation config...) */
+static void copy_side_files(const char *src, const struct mode_outdir *od)
+{
+    DIR *d = opendir(src);
+    if (!d) mode_die(MODE_ENOINPUT, "%s: cannot list: %s", src, strerror(errno));
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        size_t len = strlen(n);
+        if (n[0] == '.' || !strcmp(n, "config.json") || !strcmp(n, "README.md") || (len > 12 && !strcmp(n + len - 12, ".safetensors")) ||
+            strstr(n, ".safetensors.index.json"))
+            continue;
+        char p[8300];
+        snprintf(p, sizeof p, "%s/%s", src, n);
+        struct stat st;
+        if (stat(p, &st) || !S_ISREG(st.st_mode)) continue;
+        char *data;
+        size_t dl;
+        if (mode_read_file(p, (size_t)1 << 30, &data, &dl, &err) || mode_outdir_write(od, n, data, dl, &err)) mode_fail(&err);
+        free(data);
+    }
+    closedir(d);
+}
+
+int main(int argc, char **argv)
+{
+    mode_cli_init("mode-pack");
+    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},       {"alloc", required_argument, 0, 'a'},
+        {"output", required_argument, 0, 'o'},      {"group", required_argument, 0, OPT_GROUP},
+        {"sym", no_argument, 0, OPT_SYM},           {"act-order", no_argument, 0, OPT_ACT},
+        {"min-tokens", required_argument, 0, OPT_MINTOK}, {"fp-inputs", no_argument, 0, OPT_FP},
+        {"format", required_argument, 0, OPT_FORMAT}, {"samples", required_argument, 0, OPT_SAMPLES},
+        {"max-shard-size", required_argument, 0, OPT_SHARD}, {"resume", no_argument, 0, OPT_RESUME},
+        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},           {0, 0, 0, 0},
+    };
+    const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL;
+    struct mode_pack_opts o = {.group = 128, .min_tokens = 32};
+    bool resume = false;
+    int64_t n_samples = -1;
+    uint64_t shard = 4ull << 30;
+    long threads = 0;
+    char *end;
+    for (int c; (c = getopt_long(argc, argv, "m:a:o:hV", opts, NULL)) != -1;) {
+        switch (c) {
+        case 'm': model_dir = optarg; break;
+        case 'a': alloc_path = optarg; break;
+        case 'o': outdir = optarg; break;
+        case OPT_GROUP:
+            o.group = (int)strtol(optarg, &end, 10);
+            if (*end || o.group < 1) mode_die(MODE_EUSAGE, "--group: '%s' is not a positive integer", optarg);
+            break;
+        case OPT_SYM: o.sym = true; break;
+        case OPT_ACT: o.act_order = true; break;
+        case OPT_MINTOK:
+            o.min_tokens = strtoll(optarg, &end, 10);
+            if (*end || o.min_tokens < 0) mode_die(MODE_EUSAGE, "--min-tokens: '%s' is not a count", optarg);
+            break;
+        case OPT_FP: o.fp_inputs = true; break;
+        case OPT_FORMAT:
+            if (!strcmp(optarg, "gptq")) o.gptq_v1 = true;
+            else if (!strcmp(optarg, "gptq_v2")) o.gptq_v1 = false;
+            else mode_die(MODE_EUSAGE, "--format: '%s' is not gptq or gptq_v2", optarg);
+            break;
+        case OPT_SAMPLES:
+            n_samples = strtoll(optarg, &end, 10);
+            if (*end || n_samples < 1) mode_die(MODE_EUSAGE, "--samples: '%s' is not a positive count", optarg);
+            break;
+        case OPT_SHARD: shard = parse_size(optarg); break;
+        case OPT_RESUME: resume = true; break;
+        case OPT_THREADS:
+            threads = strtol(optarg, &end, 10);
+            if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
+            break;
+        case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
+        case 'V': printf("mode-pack %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
+        default: fputs(usage_text, stderr); return MODE_EUSAGE;
+        }
+    }
+    if (!model_dir || !alloc_path || !outdir) mode_die(MODE_EUSAGE, "-m DIR, -a ALLOC and -o OUTDIR are required");
+    if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most");
+    if (file_exists(outdir)) mode_die(MODE_ECANTCREAT, "%s exists: mode-pack does not overwrite a checkpoint", outdir);
+    mode_ops_threads((int)threads);
+
+    struct mode_model m;
+    struct mode_rt rt;
+    if (mode_model_open(&m, model_dir, &err) || mode_rt_init(&rt, &m, &err)) mode_fail(&err);
+    if (m.packed) mode_die(MODE_EUSAGE, "%s is already packed: give the full-precision checkpoint", model_dir);
+    const int L = m.cfg.text.n_layer, E = m.cfg.text.n_expert;
+    struct mode_stream_reader ar;
+    int *bits = read_alloc(alloc_path, &m, &ar);
+    for (int l = 0; l < L; l++)
+        for (int e = 0; m.cfg.text.is_moe[l] && e < E; e++) {
+            const int b = bits[(size_t)l * E + e];
+            struct mode_quant_opts qo = {.bits = b == 16 ? 4 : b, .group = o.group};
+            int64_t g, ng;
+            if (b < 16 && (mode_quant_groups(&qo, m.cfg.text.n_embd, &g, &ng, &err) || mode_quant_groups(&qo, m.cfg.text.n_ff_exp, &g, &ng, &err) ||
+                           mode_gptq_check_dims(m.cfg.text.n_ff_exp, m.cfg.text.n_embd, b, &err) ||
+                           mode_gptq_check_dims(m.cfg.text.n_embd, m.cfg.text.n_ff_exp, b, &err)))
+                mode_die(MODE_EUSAGE, "layer %d expert %d at %d bits: %s", l, e, b, err.msg);
+        }
+
+    struct mode_input in;
+    if (mode_input_open(&in, optind < argc ? argv[optind] : "-", &m, &err)) mode_fail(&err);
+    in.lo = 0;
+    in.hi = n_samples > 0 ? n_samples - 1 : -1;
+    struct mode_rt_batch b;
+    mode_rt_batch_init(&b);
+    int n;
+    if (mode_input_batch(&in, &rt, &b, INT64_MAX, &n, &err)) mode_fail(&err);
+    if (!n) mode_die(MODE_EDATA, "%s: no sample", in.r.name);
+
+    /* fingerprint of everything the result depends on */
+    struct run r = {.m = &m, .E = E, .N = b.n_rows, .D = m.cfg.text.n_embd, .last_done = -1, .t0 = time(NULL)};
+    {
+        struct mode_sha256 sh;
+        mode_sha256_init(&sh);
+        mode_sha256_update(&sh, m.cfg.hash, strlen(m.cfg.hash));
+        mode_sha256_update(&sh, m.weights_hash, strlen(m.weights_hash));
+        mode_sha256_update(&sh, bits, sizeof *bits * (size_t)L * E);
+        int64_t fp[8] = {o.group, o.sym, o.act_order, o.min_tokens, o.fp_inputs, o.gptq_v1, n, b.n_rows};
+        mode_sha256_update(&sh, fp, sizeof fp);
+        struct mode_mp hb;
+        mode_mp_init(&hb);
+        mode_mp_obj(&hb, in.r.header);
+        mode_sha256_update(&sh, hb.buf, hb.len);
+        mode_mp_free(&hb);
+        for (int s = 0; s < b.n_seq; s++) mode_sha256_update(&sh, b.seq[s].tokens, sizeof *b.seq[s].tokens * (size_t)b.seq[s].n_tok);
+        mode_sha256_hex(&sh, r.fingerprint);
+    }
+    snprintf(r.resume_dir, sizeof r.resume_dir, "%s.resume", outdir);
+    if (mode_rt_vision(&rt, &b, &err)) mode_fail(&err);
+    if (file_exists(r.resume_dir)) {
+        if (!resume)
+            mode_die(MODE_ECANTCREAT, "%s exists from an interrupted run: continue it with --resume, or remove it", r.resume_dir);
+        /* the last completed layer with its hidden states */
+        for (int l = L - 1; l >= 0 && r.last_done < 0; l--) {
+            char p[4400];
+            snprintf(p, sizeof p, "%s/layer-%03d/hidden.f32", r.resume_dir, l);
+            if (!file_exists(p)) continue;
+            char fpp[4400], *fpd, *h;
+            size_t fl, hl;
+            snprintf(fpp, sizeof fpp, "%s/layer-%03d/fingerprint", r.resume_dir, l);
+            if (mode_read_file(fpp, 1024, &fpd, &fl, &err)) mode_fail(&err);
+            if (fl != 64 || memcmp(fpd, r.fingerprint, 64))
+                mode_die(MODE_EDATA, "%s was made from other inputs or options (fingerprint %.12s, now %.12s): remove it to start over",
+                         r.resume_dir, fpd, r.fingerprint);
+            free(fpd);
+            if (mode_read_file(p, (size_t)1 << 40, &h, &hl, &err)) mode_fail(&err);
+            if (hl != sizeof *b.h * (size_t)(b.n_rows * r.D)) mode_die(MODE_EDATA, "%s: %zu bytes, expected %zu", p, hl, sizeof *b.h * (size_t)(b.n_rows * r.D));
+            memcpy(b.h, h, hl);
+            free(h);
+            r.last_done = l;
+        }
+        if (r.last_done >= 0) {
+            b.next_layer = r.last_done + 1;
+            o.start_layer = r.last_done + 1;
+            if (isatty(2)) fprintf(stderr, "mode-pack: resuming after layer %d\n", r.last_done);
+        }
+    } else if (mkdir(r.resume_dir, 0777) && errno != EEXIST)
+        mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
+    o.progress = progress, o.progress_ctx = &r;
+    if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
+    if (r.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)r.rtn, (long long)o.min_tokens);
+    if (r.zero_lost)
+        mode_warn("%lld zero points are 0, which the v1 format stores as -1: loaders will dequantise those groups off by one level (use --format gptq_v2)",
+                  (long long)r.zero_lost);
+
+    /* the checkpoint */
+    struct mode_outdir od;
+    if (mode_outdir_begin(&od, outdir, 0, &err)) mode_fail(&err);
+    mode_cli_tmp_add(od.tmp, true);
+    struct mode_st_writer w;
+    if (mode_st_writer_init(&w, &od, shard, &err)) mode_fail(&err);
+    /* every tensor but the fused routed experts, as stored */
+    for (size_t i = 0; i < m.st.n_tensors; i++) {
+        const struct mode_st_tensor *t = m.st.sorted[i];
+        if (strstr(t->name, ".mlp.experts.gate_up_proj") || strstr(t->name, ".mlp.experts.down_proj")) continue;
+        if (mode_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err)) mode_fail(&err);
+    }
+    for (int l = 0; l < L; l++) {
+        if (!m.cfg.text.is_moe[l]) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/layer-%03d/model.safetensors", r.resume_dir, l);
+        struct mode_st_file f;
+        if (mode_st_open(&f, p, &err)) mode_fail(&err);
+        for (size_t i = 0; i < f.n_tensors; i++) {
+            const struct mode_st_tensor *t = &f.tensors[i];
+            if (mode_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err)) mode_fail(&err);
+        }
+        mode_st_close(&f);
+    }
+    if (mode_st_writer_finish(&w, &err)) mode_fail(&err);
+    mode_st_writer_free(&w);
+
+    /* config.json: the model's, with quantization_config and the allocation */
+    char cp[4200];
+    snprintf(cp, sizeof cp, "%s/config.json", model_dir);
+    json_t *cfg;
+    if (mode_json_load(cp, (size_t)64 << 20, &cfg, &err)) mode_fail(&err);
+    int hist[17] = {0};
+    for (int l = 0; l < L; l++)
+        for (int e = 0; m.cfg.text.is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
+    int common = 4;
+    for (int k = 2; k <= 16; k++)
+        if (hist[k] > hist[common]) common = k;
+    if (common == 16) common = 4;
+    json_t *qc = json_object();
+    json_object_set_new(qc, "quant_method", json_string("gptq"));
+    json_object_set_new(qc, "bits", json_integer(common));
+    json_object_set_new(qc, "group_size", json_integer(o.group));
+    json_object_set_new(qc, "sym", json_boolean(o.sym));
+    json_object_set_new(qc, "desc_act", json_boolean(o.act_order));
+    json_object_set_new(qc, "checkpoint_format", json_string(o.gptq_v1 ? "gptq" : "gptq_v2"));
+    json_t *dyn = json_object();
+    /* GPTQModel's dynamic rules: per layer, one rule per width listing its experts; everything
+     * that is not a routed expert is excluded */
+    for (int l = 0; l < L; l++) {
+        if (!m.cfg.text.is_moe[l]) continue;
+        for (int bw = 2; bw <= 16; bw++) {
+            char rule[16384];
+            int off = snprintf(rule, sizeof rule, "%s:^model\\.language_model\\.layers\\.%d\\.mlp\\.experts\\.(", bw == 16 ? "-" : "+", l);
+            int cnt = 0;
+            for (int e = 0; e < E && off < (int)sizeof rule - 16; e++)
+                if (bits[(size_t)l * E + e] == bw) off += snprintf(rule + off, sizeof rule - (size_t)off, "%s%d", cnt++ ? "|" : "", e);
+            if (!cnt) continue;
+            snprintf(rule + off, sizeof rule - (size_t)off, ")\\.");
+            json_t *v = json_object();
+            if (bw < 16) json_object_set_new(v, "bits", json_integer(bw));
+            json_object_set_new(dyn, rule, v);
+        }
+    }
+    json_object_set_new(dyn, "-:^model\\.visual\\.", json_object());
+    json_object_set_new(dyn, "-:.*\\.self_attn\\.", json_object());
+    json_object_set_new(dyn, "-:.*\\.mlp\\.gate$", json_object());
+    json_object_set_new(dyn, "-:^lm_head", json_object());
+    json_object_set_new(qc, "dynamic", dyn);
+    json_object_set_new(cfg, "quantization_config", qc);
+    /* the mode section: allocation and provenance */
+    json_t *mode = json_object(), *alloc = json_array();
+    for (int l = 0; l < L; l++) {
+        if (!m.cfg.text.is_moe[l]) continue;
+        json_t *row = json_array();
+        for (int e = 0; e < E; e++) json_array_append_new(row, json_integer(bits[(size_t)l * E + e]));
+        json_t *lo = json_object();
+        json_object_set_new(lo, "layer", json_integer(l));
+        json_object_set_new(lo, "bits", row);
+        json_array_append_new(alloc, lo);
+    }
+    json_object_set_new(mode, "allocation", alloc);
+    json_object_set_new(mode, "min_tokens", json_integer(o.min_tokens));
+    json_object_set_new(mode, "fp_inputs", json_boolean(o.fp_inputs));
+    json_object_set_new(mode, "rtn_fallback_experts", json_integer(r.rtn));
+    json_object_set_new(mode, "calibration_samples", json_integer(n));
+    json_object_set_new(mode, "calibration_tokens", json_integer(b.n_rows));
+    json_object_set_new(mode, "fingerprint", json_string(r.fingerprint));
+    {
+        struct mode_mp pm;
+        mode_mp_init(&pm);
+        mode_mp_map_open(&pm);
+        mode_mp_key(&pm, "alloc");
+        mode_mp_obj(&pm, ar.header);
+        mode_mp_key(&pm, "samples");
+        mode_mp_obj(&pm, in.r.header);
+        mode_mp_close(&pm);
+        if (mode_mp_finish(&pm, &err)) mode_fail(&err);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t uo = 0;
+        msgpack_unpack_next(&u, pm.buf, pm.len, &uo);
+        struct mode_wbuf jb;
+        char jp[4400];
+        snprintf(jp, sizeof jp, "%s/provenance.json", od.tmp);
+        struct mode_outfile pf;
+        if (mode_outfile_open(&pf, jp, &err) || mode_wbuf_init(&jb, pf.fd, jp, &err)) mode_fail(&err);
+        if (mode_mpjson_write(&jb, &u.data, 0) || mode_wbuf_putc(&jb, '\n')) mode_fail(&jb.err);
+        if (mode_wbuf_free(&jb, &err) || mode_outfile_commit(&pf, &err)) mode_fail(&err);
+        msgpack_unpacked_destroy(&u);
+        mode_mp_free(&pm);
+        json_t *prov;
+        if (mode_json_load(jp, (size_t)1 << 30, &prov, &err)) mode_fail(&err);
+        unlink(jp);
+        json_object_set_new(mode, "provenance", prov);
+    }
+    json_object_set_new(cfg, "mode", mode);
+    char *text = json_dumps(cfg, JSON_INDENT(2) | JSON_SORT_KEYS);
+    if (!text || mode_outdir_write(&od, "config.json", text, strlen(text), &err)) mode_fail(&err);
+    free(text);
+    json_decref(cfg);
+    copy_side_files(model_dir, &od);
+
+    /* model card and picture */
+    {
+        struct mode_alloc_result res = {.n_layer = 0, .n_expert = E};
+        int moe = 0;
+        for (int l = 0; l < L; l++) moe += m.cfg.text.is_moe[l];
+        double *v = malloc(sizeof *v * (size_t)moe * E), cv[5] = {2, 3, 4, 8, 16};
+        int *names = malloc(sizeof *names * (size_t)moe);
+        if (!v || !names) mode_die(MODE_EUNAVAILABLE, "out of memory");
+        double sum = 0;
+        int k = 0;
+        for (int l = 0; l < L; l++) {
+            if (!m.cfg.text.is_moe[l]) continue;
+            names[k] = l;
+            for (int e = 0; e < E; e++) v[(size_t)k * E + e] = bits[(size_t)l * E + e], sum += bits[(size_t)l * E + e];
+            k++;
+        }
+        (void)res;
+        const char *labels[5] = {"2 BITS", "3 BITS", "4 BITS", "8 BITS", "16 (KEPT)"};
+        struct mode_heatmap_panel panel = {"BIT WIDTH PER EXPERT", v};
+        struct mode_heatmap hm = {.title = "MODE-PACK ALLOCATION", .row_label = "LAYER", .col_label = "EXPERT", .rows = moe, .cols = E,
+                                  .row_names = names, .n_panel = 1, .panel = &panel, .n_cat = 5, .cat_value = cv, .cat_label = labels};
+        char pp[4400];
+        snprintf(pp, sizeof pp, "%s/bits.png", od.tmp);
+        if (mode_heatmap_png(&hm, pp, &err)) mode_fail(&err);
+        char card[8192], mdbuf[4096];
+        snprintf(mdbuf, sizeof mdbuf, "%s", model_dir);
+        size_t ml = strlen(mdbuf);
+        while (ml > 1 && mdbuf[ml - 1] == '/') mdbuf[--ml] = 0;
+        const char *base = strrchr(mdbuf, '/') ? strrchr(mdbuf, '/') + 1 : mdbuf;
+        char method[64] = "?", budget[96] = "?";
+        const msgpack_object *args = mode_mp_get(ar.header, "args");
+        mode_mp_str_copy(mode_mp_get(args, "method"), method, sizeof method);
+        const msgpack_object *ab = mode_mp_get(args, "avg_bits"), *mb = mode_mp_get(args, "max_bytes");
+        if (ab && ab->type == MSGPACK_OBJECT_FLOAT64) snprintf(budget, sizeof budget, "average %g bits per routed expert", ab->via.f64);
+        else if (mb && mb->type == MSGPACK_OBJECT_FLOAT64) snprintf(budget, sizeof budget, "at most %.0f bytes of routed experts", mb->via.f64);
+        int off = snprintf(card, sizeof card,
+                           "# %s, expert-level mixed precision (MODE)\n\n"
+                           "Routed experts quantized with GPTQ by mode's `mode-pack` at the widths `mode-ilp` chose; attention, router,\n"
+                           "embeddings and the vision tower are as in the original checkpoint.\n\n"
+                           "| | |\n|---|---|\n| allocation method | `%s` (mode-ilp) |\n| budget | %s |\n| average bits | %.3f |\n"
+                           "| group size | %d, %s |\n| format | %s |\n| calibration | %d samples, %lld tokens |\n| round-to-nearest fallback | %lld experts |\n\n"
+                           "Widths: ",
+                           base, method, budget, sum / ((double)moe * E), o.group, o.sym ? "symmetric" : "asymmetric",
+                           o.gptq_v1 ? "gptq (v1)" : "gptq_v2", n, (long long)b.n_rows, (long long)r.rtn);
+        for (int kk = 2; kk <= 16; kk++)
+            if (hist[kk]) off += snprintf(card + off, sizeof card - (size_t)off, "%d experts at %d bits; ", hist[kk], kk);
+        snprintf(card + off, sizeof card - (size_t)off,
+                 "\n\n![bit width of every routed expert](bits.png)\n\n"
+                 "`config.json` holds the per-expert widths (`quantization_config.dynamic`, GPTQModel's convention) and\n"
+                 "the allocation with the provenance of its inputs (`mode`).\n");
+        if (mode_outdir_write(&od, "README.md", card, strlen(card), &err)) mode_fail(&err);
+        free(v), free(names);
+    }
+    if (mode_outdir_commit(&od, &err)) mode_fail(&err);
+    mode_cli_tmp_remove(od.tmp);
+    /* the resume state is no longer needed */
+    for (int l = 0; l < L; l++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%s/layer-%03d", r.resume_dir, l);
+        mode_rmdir_flat(p);
+    }
+    rmdir(r.resume_dir);
+
+    free(bits);
+    mode_stream_reader_free(&ar);
+    mode_rt_batch_free(&b);
+    mode_input_close(&in);
+    mode_rt_free(&rt);
+    mode_model_close(&m);
+    return 0;
+}

@@ -1,0 +1,210 @@
+/* pack.c — layer-by-layer GPTQ of the routed experts at their allocated widths (see pack.h). */
+#include "pack.h"
+#include "gptqpack.h"
+#include "ops.h"
+#include "quant.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct cap {
+    int layer;
+    int64_t N, D, k;
+    float *x;
+    int32_t *ex;
+    /* override */
+    int ov_layer;
+    float **gu, **dn; /* (n_expert) dequantised weights of the layer, NULL = checkpoint's */
+};
+
+static int on_moe(void *vctx, int layer, const struct mode_rt_batch *b, const float *x, const int32_t *experts, const float *weights,
+                  const float *out, struct mode_err *err)
+{
+    (void)weights, (void)out, (void)err;
+    struct cap *c = vctx;
+    if (layer != c->layer) return MODE_OK;
+    memcpy(c->x, x, sizeof *c->x * (size_t)(b->n_rows * c->D));
+    memcpy(c->ex, experts, sizeof *c->ex * (size_t)(b->n_rows * c->k));
+    return MODE_OK;
+}
+
+static int on_expert(void *vctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err)
+{
+    (void)err;
+    struct cap *c = vctx;
+    if (layer == c->ov_layer && c->gu[expert]) {
+        ov->gate_up = c->gu[expert];
+        ov->down = c->dn[expert];
+        ov->rows = NULL;
+    }
+    return MODE_OK;
+}
+
+static void proj_free(struct mode_pack_proj *p)
+{
+    free(p->qweight), free(p->qzeros), free(p->g_idx), free(p->scales), free(p->weight);
+    memset(p, 0, sizeof *p);
+}
+
+/* quantize W (n, k) with H (or RTN when H is NULL) into p, and its dequantised weights into deq */
+static int quant_proj(const float *W, int64_t n, int64_t k, const double *H, int bits, const struct mode_pack_opts *o, bool v1,
+                      struct mode_pack_proj *p, float *deq, int64_t *zero_lost, struct mode_err *err)
+{
+    struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H};
+    int64_t g, G;
+    int rc;
+    if ((rc = mode_quant_groups(&qo, k, &g, &G, err)) || (rc = mode_gptq_check_dims(n, k, bits, err))) return rc;
+    p->bits = bits, p->n = n, p->k = k, p->g = G;
+    uint8_t *q = malloc((size_t)(n * k));
+    float *sc = malloc(sizeof *sc * (size_t)(n * G)), *z = malloc(sizeof *z * (size_t)(n * G));
+    p->qweight = malloc(sizeof *p->qweight * (size_t)(k * bits / 32 * n));
+    p->qzeros = malloc(sizeof *p->qzeros * (size_t)(G * n * bits / 32));
+    p->scales = malloc(sizeof *p->scales * (size_t)(G * n));
+    p->g_idx = malloc(sizeof *p->g_idx * (size_t)k);
+    if (!q || !sc || !z || !p->qweight || !p->qzeros || !p->scales || !p->g_idx) {
+        free(q), free(sc), free(z);
+        return mode_err_oom(err, (size_t)(n * k) * 2, "packing");
+    }
+    struct mode_quant_out out = {q, sc, z, p->g_idx, NULL};
+    rc = H ? mode_quant_gptq(W, n, k, H, &qo, &out, err) : mode_quant_rtn(W, n, k, &qo, &out, err);
+    if (!rc) {
+        /* scales (G, N) f16; the dequantised weights from exactly those */
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t j = 0; j < G; j++) p->scales[j * n + r] = mode_f32_to_f16(sc[r * G + j]);
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < k; c++) {
+                const int64_t j = p->g_idx[c];
+                deq[r * k + c] = mode_f16_to_f32(p->scales[j * n + r]) * ((float)q[r * k + c] - z[r * G + j]);
+            }
+        if (mode_gptq_pack_qweight(q, n, k, bits, p->qweight)) rc = mode_err_oom(err, (size_t)k * 4, "packing");
+        int64_t lost = rc ? 0 : mode_gptq_pack_qzeros(z, n, G, bits, v1, p->qzeros);
+        if (lost < 0) rc = mode_err_oom(err, (size_t)n * 4, "packing");
+        else *zero_lost += lost;
+    }
+    free(q), free(sc), free(z);
+    return rc;
+}
+
+int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, const struct mode_pack_opts *o,
+                  int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err), void *emit_ctx,
+                  struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const int E = t->n_expert;
+    const int64_t D = t->n_embd, I = t->n_ff_exp, G2 = 2 * I;
+    int rc = mode_rt_vision(rt, b, err);
+    if (rc) return rc;
+    const int64_t N = b->n_rows;
+    struct cap c = {.layer = -1, .N = N, .D = D, .k = t->n_expert_used, .ov_layer = -1};
+    const size_t nd = (size_t)(N * D);
+    c.x = malloc(sizeof *c.x * nd);
+    c.ex = malloc(sizeof *c.ex * (size_t)(N * c.k));
+    c.gu = calloc((size_t)E, sizeof *c.gu);
+    c.dn = calloc((size_t)E, sizeof *c.dn);
+    float *snap = malloc(sizeof *snap * nd), *xr = malloc(sizeof *xr * nd), *gu = malloc(sizeof *gu * (size_t)(G2 * D)),
+          *dn = malloc(sizeof *dn * (size_t)(D * I)), *h2 = malloc(sizeof *h2 * (size_t)(N * G2)), *act = malloc(sizeof *act * (size_t)(N * I));
+    double *H = malloc(sizeof *H * (size_t)(D * D > I * I ? D * D : I * I));
+    struct mode_pack_layer L = {.n_expert = E};
+    L.proj = calloc((size_t)E * 3, sizeof *L.proj);
+    L.tokens = calloc((size_t)E, sizeof *L.tokens);
+    if (!c.x || !c.ex || !c.gu || !c.dn || !snap || !xr || !gu || !dn || !h2 || !act || !H || !L.proj || !L.tokens) {
+        rc = mode_err_oom(err, nd * 12, "packing");
+        goto out;
+    }
+    struct mode_rt_hooks hooks = {.ctx = &c, .moe = on_moe, .expert = on_expert};
+    for (int l = o->start_layer; l < t->n_layer && !rc; l++) {
+        if (!t->is_moe[l]) {
+            rc = mode_rt_layer(rt, b, l, NULL, err);
+            continue;
+        }
+        memcpy(snap, b->h, sizeof *snap * nd);
+        c.layer = l;
+        if ((rc = mode_rt_layer(rt, b, l, &hooks, err))) break;
+        c.layer = -1;
+        L.layer = l, L.n_rtn = 0, L.zero_lost = 0;
+        for (int e = 0; e < E && !rc; e++) {
+            const int be = bits[(size_t)l * E + e];
+            struct mode_mat mg, mu, md;
+            if ((rc = mode_model_expert(m, l, e, MODE_PROJ_GATE, &mg, err)) || (rc = mode_model_expert(m, l, e, MODE_PROJ_UP, &mu, err)) ||
+                (rc = mode_model_expert(m, l, e, MODE_PROJ_DOWN, &md, err)) || (rc = mode_mat_to_f32(&mg, gu, err)) ||
+                (rc = mode_mat_to_f32(&mu, gu + I * D, err)) || (rc = mode_mat_to_f32(&md, dn, err)))
+                break;
+            int64_t n = 0;
+            for (int64_t r = 0; r < N; r++)
+                for (int j = 0; j < c.k; j++)
+                    if (c.ex[r * c.k + j] == e) {
+                        memcpy(xr + n * D, c.x + r * D, sizeof *xr * (size_t)D);
+                        n++;
+                        break;
+                    }
+            L.tokens[e] = n;
+            struct mode_pack_proj *pg = &L.proj[e * 3], *pu = pg + 1, *pd = pg + 2;
+            if (be >= 16) {
+                for (int p = 0; p < 3; p++) {
+                    struct mode_pack_proj *pp = &L.proj[e * 3 + p];
+                    pp->bits = 16, pp->n = p == 2 ? D : I, pp->k = p == 2 ? I : D;
+                    pp->weight = malloc(sizeof *pp->weight * (size_t)(I * D));
+                    if (!pp->weight) {
+                        rc = mode_err_oom(err, (size_t)(I * D) * 4, "an expert");
+                        break;
+                    }
+                    memcpy(pp->weight, p == 2 ? dn : gu + (p ? I * D : 0), sizeof *pp->weight * (size_t)(I * D));
+                }
+                continue;
+            }
+            const bool gptq = n >= o->min_tokens && n > 0;
+            L.n_rtn += !gptq;
+            if (gptq) {
+                struct mode_hessian hs;
+                if ((rc = mode_hessian_init(&hs, D, err))) break;
+                mode_hessian_add(&hs, xr, n);
+                mode_hessian_get(&hs, H);
+                mode_hessian_free(&hs);
+            }
+            c.gu[e] = malloc(sizeof *c.gu[e] * (size_t)(G2 * D));
+            c.dn[e] = malloc(sizeof *c.dn[e] * (size_t)(D * I));
+            if (!c.gu[e] || !c.dn[e]) {
+                rc = mode_err_oom(err, (size_t)(G2 * D) * 4, "an expert");
+                break;
+            }
+            if ((rc = quant_proj(gu, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pg, c.gu[e], &L.zero_lost, err)) ||
+                (rc = quant_proj(gu + I * D, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pu, c.gu[e] + I * D, &L.zero_lost, err)))
+                break;
+            if (gptq) { /* the down projection's inputs through the quantized gate and up */
+                struct mode_hessian hs;
+                if ((rc = mode_hessian_init(&hs, I, err))) break;
+                mode_gemm(n, G2, D, xr, D, c.gu[e], D, true, 0.0f, h2, G2);
+                mode_swiglu_ref(h2, n, I, act);
+                mode_hessian_add(&hs, act, n);
+                mode_hessian_get(&hs, H);
+                mode_hessian_free(&hs);
+            }
+            if ((rc = quant_proj(dn, D, I, gptq ? H : NULL, be, o, o->gptq_v1, pd, c.dn[e], &L.zero_lost, err))) break;
+            if (o->progress) o->progress(o->progress_ctx, l, e + 1, E);
+        }
+        if (rc) break;
+        if (!o->fp_inputs) { /* the next layer's inputs through the quantized experts */
+            memcpy(b->h, snap, sizeof *snap * nd);
+            b->next_layer = l;
+            c.ov_layer = l;
+            rc = mode_rt_layer(rt, b, l, &hooks, err);
+            c.ov_layer = -1;
+            if (rc) break;
+        }
+        rc = emit(emit_ctx, &L, b, err);
+        for (int e = 0; e < E; e++) {
+            free(c.gu[e]), free(c.dn[e]);
+            c.gu[e] = c.dn[e] = NULL;
+            for (int p = 0; p < 3; p++) proj_free(&L.proj[e * 3 + p]);
+        }
+    }
+out:
+    if (c.gu)
+        for (int e = 0; e < E; e++) free(c.gu[e]), free(c.dn[e]);
+    if (L.proj)
+        for (int e = 0; e < E * 3; e++) proj_free(&L.proj[e]);
+    free(c.x), free(c.ex), free(c.gu), free(c.dn), free(snap), free(xr), free(gu), free(dn), free(h2), free(act), free(H), free(L.proj),
+        free(L.tokens);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/* pack.h — GPTQ quantization of every routed expert at its allocated width, layer by layer over
+ * the calibration samples (mode-pack).
+ *
+ * For each MoE layer: the layer runs on the calibration hidden states (by default those of the
+ * already-quantized earlier layers, as GPTQ does; fp_inputs: of the full-precision model), its
+ * MoE inputs and routing are kept; each expert's gate and up projections are quantized with the
+ * Hessian of the tokens the router sends it, then its down projection with the Hessian of its
+ * activations through the quantized gate/up ("true sequential"); an expert with fewer tokens than
+ * min_tokens is rounded to nearest (and counted). Scales are rounded to f16 before the
+ * dequantised weights are formed, so the weights the next layers see are exactly those a loader
+ * gets from the packed tensors. The layer then runs again with the quantized experts to give the
+ * next layer's inputs. Width 16 leaves an expert as it is.
+ */
+#ifndef MODE_PACK_H
+#define MODE_PACK_H
+
+#include "runtime.h"
+
+struct mode_pack_opts {
+    int group;
+    bool sym, act_order, fp_inputs, gptq_v1;
+    int64_t min_tokens;
+    int start_layer; /* resume: layers before it are done, b->h holds their output */
+    void (*progress)(void *ctx, int layer, int expert, int n_expert);
+    void *progress_ctx;
+};
+
+/* One projection of one expert, packed (bits < 16) or kept (bits 16: weight, f32, nn.Linear). */
+struct mode_pack_proj {
+    int bits;
+    int64_t n, k, g;
+    int32_t *qweight, *qzeros, *g_idx;
+    uint16_t *scales;
+    float *weight;
+};
+
+struct mode_pack_layer {
+    int layer, n_expert;
+    struct mode_pack_proj *proj; /* (n_expert * 3): gate, up, down */
+    int64_t *tokens;             /* (n_expert) calibration tokens routed to each expert */
+    int n_rtn;                   /* experts rounded to nearest for lack of tokens */
+    int64_t zero_lost;           /* v1 only: zero points the format cannot hold */
+};
+
+/* bits (n_layer, n_expert): the width of each expert of each MoE layer (other rows ignored).
+ * emit is called after each MoE layer with its packed tensors (valid during the call) and the
+ * batch's hidden states after that layer (b->h) for checkpointing. */
+int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, const struct mode_pack_opts *o,
+                  int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err),
+                  void *emit_ctx, struct mode_err *err);
+
+#endif
