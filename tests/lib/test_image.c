@@ -158,6 +158,7 @@ int main(void)
     ok(mode_exif_orientation((const uint8_t *)"Exif\0\0MM\0*\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x08\0\0", 28) == 8,
        "big-endian EXIF orientation 8");
     /* truncated JPEG */
+    free(jp);
     jp = make_jpeg(40, 20, 0, &n);
     struct mode_rgb c;
     ok(mode_rgb_decode(jp, 100, "trunc.jpg", &c, &err) == MODE_EDATA || (mode_rgb_free(&c), 1), "a truncated JPEG: refused or partial");
