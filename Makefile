@@ -92,7 +92,7 @@ FUZZ_CHECK_BIN := $(FUZZ_C:tests/fuzz/%.c=$(B)/fuzzcheck/%)
 BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check bench fuzz deps fuzz-deps clean install FORCE
+.PHONY: all check bench fuzz deps fuzz-deps clean install demo FORCE
 all: $(LIB) $(BINS)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -184,6 +184,11 @@ PROVE_JOBS ?= 2
 check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(BIG_FIXTURES)
 	@chmod +x $(TEST_SH) 2>/dev/null || true
 	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(TEST_SH)
+
+# ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
+DEMO_OUT ?= build/demo
+demo: all
+	@$(MAKE) --no-print-directory -f pipelines/mode.mk OUT=$(DEMO_OUT) table
 
 # ---- fuzzing ----------------------------------------------------------------------------------
 # `make fuzz` builds every tests/fuzz/fuzz_*.c with clang's libFuzzer, ASan and UBSan into

@@ -89,6 +89,8 @@ static void write_json(const char *path, const struct mode_alloc_opts *o, const 
     json_object_set_new(j, "experts", json_integer((json_int_t)res->n_layer * res->n_expert));
     json_object_set_new(j, "avg_bits", json_real(res->avg_bits));
     json_object_set_new(j, "bytes", res->bytes >= 0 ? json_integer((json_int_t)res->bytes) : json_null());
+    const double b16 = mode_alloc_expert_bytes(&o->shape, 16);
+    json_object_set_new(j, "bytes_unquantized", b16 >= 0 ? json_integer((json_int_t)(b16 * res->n_layer * res->n_expert)) : json_null());
     json_t *hist = json_object();
     for (int c = 0; c < o->n_cand; c++) {
         long n = 0;
