@@ -17,6 +17,8 @@
 
 #include "../lib/mode.h"
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -38,6 +40,31 @@ int mode_cuda_sync(struct mode_err *err);
  * weights). Exact: every such value is representable in f32. Reference: mode_convert_ref. */
 int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_dst, void *stream,
                       struct mode_err *err);
+
+/* One MoE layer of GPTQ-packed experts (gptqpack.h layout, g_idx trivial, desc_act false), widths
+ * per expert 2, 3, 4 or 8. Pointers are device pointers for the CUDA entry points and host pointers
+ * for the reference mode_qmoe_ref (lib/qmoe.h). off (n_expert, 9): element offsets of gate
+ * qweight, qzeros, scales, then up's, then down's, into qweight, qzeros and scales. Dimensions
+ * and groups multiples of 32, groups dividing their dimension. */
+struct mode_qmoe_layer {
+    int n_expert, d, i, group_d, group_i; /* hidden size, expert width, groups of the gate/up and down inputs */
+    const uint32_t *qweight, *qzeros;
+    const uint16_t *scales;
+    const int64_t *off;
+    const uint8_t *bits;
+};
+
+/* Decode-shaped MoE layer: out (T, D) = Σ_j weights[t][j] · down_e(SiLU(gate_e x_t) · up_e x_t) over
+ * the k experts e = experts[t][j]; act is scratch (T·k, I). Two launches. */
+int mode_qmoe_decode_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts,
+                          const float *d_weights, float *d_act, float *d_out, void *stream, struct mode_err *err);
+
+/* Benchmark helper: median microseconds of mode_qmoe_decode_cuda over `iters` runs, each on the next
+ * of n_pool routings (d_experts, d_weights hold n_pool sets of T·k), timed with events after a
+ * warm-up; the same for the run captured in a CUDA graph in *graph_us (NULL: not measured). */
+int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts,
+                         const float *d_weights, int n_pool, float *d_act, float *d_out, int iters, double *median_us,
+                         double *graph_us, struct mode_err *err);
 
 #ifdef __cplusplus
 }

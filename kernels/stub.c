@@ -35,3 +35,16 @@ int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_d
     (void)t, (void)d_src, (void)n, (void)d_dst, (void)stream;
     return UNAVAILABLE(err);
 }
+int mode_qmoe_decode_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts, const float *d_weights,
+                          float *d_act, float *d_out, void *stream, struct mode_err *err)
+{
+    (void)L, (void)T, (void)k, (void)d_x, (void)d_experts, (void)d_weights, (void)d_act, (void)d_out, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts, const float *d_weights,
+                         int n_pool, float *d_act, float *d_out, int iters, double *median_us, double *graph_us, struct mode_err *err)
+{
+    (void)L, (void)T, (void)k, (void)d_x, (void)d_experts, (void)d_weights, (void)n_pool, (void)d_act, (void)d_out, (void)iters,
+        (void)median_us, (void)graph_us;
+    return UNAVAILABLE(err);
+}
