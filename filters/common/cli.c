@@ -160,3 +160,19 @@ bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi)
     *hi = b;
     return true;
 }
+
+void mode_cli_outfile_open(struct mode_outfile *out, const char *path)
+{
+    struct mode_err e = {0};
+    if (mode_outfile_open(out, path, &e)) mode_fail(&e);
+    if (out->tmp[0]) mode_cli_tmp_add(out->tmp, false);
+}
+
+void mode_cli_outfile_commit(struct mode_outfile *out)
+{
+    struct mode_err e = {0};
+    char tmp[sizeof out->tmp];
+    memcpy(tmp, out->tmp, sizeof tmp);
+    if (mode_outfile_commit(out, &e)) mode_fail(&e);
+    if (tmp[0]) mode_cli_tmp_remove(tmp);
+}

@@ -31,6 +31,13 @@ void mode_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mode_cli_tmp_add(const char *path, bool is_dir);
 void mode_cli_tmp_remove(const char *path);
 
+/* An output file written atomically (io.h), its temporary registered for removal on a signal;
+ * dies with the documented exit code when it cannot be created. commit renames it into place
+ * (dies on failure) and unregisters the temporary. */
+struct mode_outfile;
+void mode_cli_outfile_open(struct mode_outfile *out, const char *path);
+void mode_cli_outfile_commit(struct mode_outfile *out);
+
 /* Closes stdout and reports a failure (a full disk, a closed pipe) with exit 74. Call last. */
 void mode_cli_close_stdout(void);
 

@@ -281,10 +281,7 @@ int main(int argc, char **argv)
 
     /* the alloc stream */
     struct mode_outfile out;
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    char tmp[sizeof out.tmp];
-    memcpy(tmp, out.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&out, output);
     struct mode_stream_writer w;
     struct mode_mp h;
     mode_mp_init(&h);
@@ -366,8 +363,7 @@ int main(int argc, char **argv)
     mode_mp_free(&h);
     if (json_path) write_json(json_path, &o, &res);
     if (png_path) write_png(png_path, &o, &res);
-    if (mode_outfile_commit(&out, &err)) mode_fail(&err);
-    mode_cli_tmp_remove(tmp);
+    mode_cli_outfile_commit(&out);
 
     mode_alloc_result_free(&res);
     mode_alloc_data_free(&d);

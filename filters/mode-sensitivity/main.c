@@ -283,10 +283,7 @@ int main(int argc, char **argv)
     if (!n) mode_die(MODE_EDATA, "%s: no sample", in.r.name);
 
     struct mode_outfile out;
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    char tmp[sizeof out.tmp];
-    memcpy(tmp, out.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&out, output);
     struct mode_stream_writer w;
     struct mode_mp h;
     mode_mp_init(&h);
@@ -352,10 +349,9 @@ int main(int argc, char **argv)
     mode_mp_key(&h, "tokens");
     mode_mp_int(&h, b.n_rows);
     mode_mp_close(&h);
-    if (mode_mp_finish(&h, &err) || mode_stream_write_trailer(&w, &h, &err) || mode_stream_writer_free(&w, &err) ||
-        mode_outfile_commit(&out, &err))
+    if (mode_mp_finish(&h, &err) || mode_stream_write_trailer(&w, &h, &err) || mode_stream_writer_free(&w, &err))
         mode_fail(&err);
-    mode_cli_tmp_remove(tmp);
+    mode_cli_outfile_commit(&out);
     mode_mp_free(&h);
     mode_mp_free(&ec.rec);
     mode_rt_batch_free(&b);

@@ -113,10 +113,7 @@ int main(int argc, char **argv)
     if (len && data[len - 1] != '\n') total_lines++;
 
     struct mode_outfile out;
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    char tmp[sizeof out.tmp];
-    memcpy(tmp, out.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&out, output);
     struct mode_stream_writer w;
     struct mode_mp h;
     mode_mp_init(&h);
@@ -241,10 +238,9 @@ int main(int argc, char **argv)
     mode_mp_key(&h, "images");
     mode_mp_int(&h, images);
     mode_mp_close(&h);
-    if (mode_mp_finish(&h, &err) || mode_stream_write_trailer(&w, &h, &err) || mode_stream_writer_free(&w, &err) ||
-        mode_outfile_commit(&out, &err))
+    if (mode_mp_finish(&h, &err) || mode_stream_write_trailer(&w, &h, &err) || mode_stream_writer_free(&w, &err))
         mode_fail(&err);
-    mode_cli_tmp_remove(tmp);
+    mode_cli_outfile_commit(&out);
     if (skipped) mode_warn("%lld of %lld lines skipped", (long long)skipped, (long long)lineno);
     mode_mp_free(&h);
     free(data);

@@ -220,17 +220,12 @@ int main(int argc, char **argv)
     if (mode_freq_init(&f, (int)n_layer, (int)n_expert, &err)) mode_fail(&err);
 
     struct mode_outfile out, kout;
-    char tmp[sizeof out.tmp], ktmp[sizeof kout.tmp];
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    memcpy(tmp, out.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&out, output);
     struct mode_stream_writer w, kw;
     struct mode_mp h;
     mode_mp_init(&h);
     if (keep_path) {
-        if (mode_outfile_open(&kout, keep_path, &err)) mode_fail(&err);
-        memcpy(ktmp, kout.tmp, sizeof ktmp);
-        if (ktmp[0]) mode_cli_tmp_add(ktmp, false);
+        mode_cli_outfile_open(&kout, keep_path);
         header(&h, "keep", r.header, method, ratio, seed);
         if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&kw, kout.fd, kout.path, &err) || mode_stream_write_header(&kw, &h, &err))
             mode_fail(&err);
@@ -299,12 +294,11 @@ int main(int argc, char **argv)
     mode_mp_close(&h);
     if (mode_mp_finish(&h, &err) || mode_stream_write_trailer(&w, &h, &err) || mode_stream_writer_free(&w, &err)) mode_fail(&err);
     if (keep_path &&
-        (mode_stream_write_trailer(&kw, NULL, &err) || mode_stream_writer_free(&kw, &err) || mode_outfile_commit(&kout, &err)))
+        (mode_stream_write_trailer(&kw, NULL, &err) || mode_stream_writer_free(&kw, &err)))
         mode_fail(&err);
+    if (keep_path) mode_cli_outfile_commit(&kout);
     if (png_path) write_png(png_path, &f, method, ratio);
-    if (mode_outfile_commit(&out, &err)) mode_fail(&err);
-    mode_cli_tmp_remove(tmp);
-    if (keep_path) mode_cli_tmp_remove(ktmp);
+    mode_cli_outfile_commit(&out);
     mode_mp_free(&h);
     free(keep);
     mode_freq_free(&f);
