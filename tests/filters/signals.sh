@@ -15,7 +15,7 @@ mkfifo "$T/fifo"
 interrupted() {
     sig=$1; shift
     rm -rf "$T/o"; mkdir -p "$T/o"
-    { head -c "$half" "$T/samples.ms"; sleep 30; } >"$T/fifo" &
+    { head -c "${feed_bytes:-$half}" "${feed:-$T/samples.ms}"; sleep 30; } >"$T/fifo" &
     feeder=$!
     "$@" <"$T/fifo" 2>"$T/err" &
     pid=$!
@@ -31,7 +31,7 @@ interrupted() {
     kill "$feeder" 2>/dev/null || true
     pkill -P "$feeder" 2>/dev/null || true
     name=$(basename "$1")
-    is "$started" 1 "$name started its output ($sig test)"
+    is "$started" "${expect_files:-1}" "$name started its output ($sig test)"
     case $sig in INT) signo=2 ;; TERM) signo=15 ;; esac
     is "$status" "$((128 + signo))" "$name died of SIG$sig"
     is "$(ls -A "$T/o" | wc -l)" 0 "$name killed by SIG$sig leaves no output and no temporary file"
@@ -39,6 +39,23 @@ interrupted() {
 interrupted TERM mode-eval -m "$HUB" -o "$T/o/result"
 interrupted INT mode-route-trace -m "$HUB" -o "$T/o/result"
 interrupted TERM mode-cat -s -o "$T/o/result"
+# mode-vis-denoise opens its outputs before it reads the trace
+mode-route-trace -m "$HUB" -o "$T/trace.ms" "$T/samples.ms"
+feed=$T/trace.ms feed_bytes=$(( $(wc -c <"$T/trace.ms") / 2 ))
+expect_files=2
+interrupted INT mode-vis-denoise --keep-out "$T/o/keep" -o "$T/o/result"
+unset feed feed_bytes expect_files
+
+# a full disk on standard output: exit 74, said
+E=$MODE_FIXTURES/emoji-vl
+mode-cat -J -o "$T/freq.ms" "$MODE_FIXTURES/streams/freq.jsonl"
+mode-cat -J -o "$T/sens.ms" "$MODE_FIXTURES/streams/sens.jsonl"
+run sh -c "mode-ilp -f '$T/freq.ms' -s '$T/sens.ms' --avg-bits 3 >/dev/full"
+is "$rc" 74 "mode-ilp to a full disk: exit 74"
+run sh -c "mode-tokenize -m '$E/model' '$E/calib/data.jsonl' >/dev/full"
+is "$rc" 74 "mode-tokenize to a full disk: exit 74"
+run sh -c "mode-vis-denoise '$T/trace.ms' >/dev/full"
+is "$rc" 74 "mode-vis-denoise to a full disk: exit 74"
 
 # a producer that dies mid-way: the consumer names the truncation, exit 65
 head -c "$half" "$T/samples.ms" >"$T/half.ms"
