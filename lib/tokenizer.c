@@ -4,6 +4,7 @@
 #include "json.h"
 
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,18 @@ struct added {
     bool special, lstrip, rstrip, single_word;
 };
 
+/* A direct-mapped cache of short pieces' ids, shared by all callers under a mutex: words repeat. */
+enum { CACHE_SLOTS = 1 << 15, CACHE_BYTES = 40, CACHE_IDS = 10 };
+struct cache_ent {
+    uint64_t hash; /* 0: empty */
+    uint8_t len, n;
+    char bytes[CACHE_BYTES];
+    int32_t ids[CACHE_IDS];
+};
+
 struct mode_tokenizer {
+    pthread_mutex_t lock;
+    struct cache_ent *cache; /* CACHE_SLOTS, or NULL (no memory: no cache) */
     int32_t n_vocab;     /* 1 + largest id */
     char **tok;          /* (n_vocab) token strings (byte-level alphabet for BPE tokens); NULL = no id */
     uint32_t *tok_len;
@@ -141,6 +153,8 @@ static int utf8_put(int cp, char *o)
 void mode_tokenizer_free(struct mode_tokenizer *t)
 {
     if (!t) return;
+    if (t->cache) pthread_mutex_destroy(&t->lock);
+    free(t->cache);
     for (int32_t i = 0; i < t->n_vocab; i++) free(t->tok[i]);
     free(t->tok), free(t->tok_len), free(t->is_added), free(t->is_special);
     free(t->vocab.slot), free(t->pairs);
@@ -426,6 +440,11 @@ int mode_tokenizer_load(const char *path, struct mode_tokenizer **out, struct mo
         t->n_added++;
     }
     json_decref(root);
+    t->cache = calloc(CACHE_SLOTS, sizeof *t->cache);
+    if (t->cache && pthread_mutex_init(&t->lock, NULL)) {
+        free(t->cache);
+        t->cache = NULL;
+    }
     *out = t;
     return MODE_OK;
 fail:
@@ -533,6 +552,39 @@ static int bpe(const struct mode_tokenizer *t, const unsigned char *p, size_t n,
     return rc;
 }
 
+/* bpe() through the shared cache for pieces of at most CACHE_BYTES bytes */
+static int bpe_cached(const struct mode_tokenizer *tc, const unsigned char *p, size_t n, struct idvec *out, struct mode_err *err)
+{
+    struct mode_tokenizer *t = (struct mode_tokenizer *)tc; /* the cache is the only mutable part */
+    if (!t->cache || n > CACHE_BYTES || n < 2) return bpe(tc, p, n, out, err);
+    const uint64_t h = fnv((const char *)p, n) | 1;
+    struct cache_ent *e = &t->cache[h & (CACHE_SLOTS - 1)];
+    int32_t ids[CACHE_IDS];
+    int k = -1;
+    pthread_mutex_lock(&t->lock);
+    if (e->hash == h && e->len == n && !memcmp(e->bytes, p, n)) {
+        k = e->n;
+        memcpy(ids, e->ids, sizeof *ids * (size_t)k);
+    }
+    pthread_mutex_unlock(&t->lock);
+    if (k >= 0) {
+        int rc = MODE_OK;
+        for (int i = 0; i < k && !rc; i++) rc = push(out, ids[i], err);
+        return rc;
+    }
+    const size_t before = *out->n;
+    int rc = bpe(tc, p, n, out, err);
+    const size_t m = *out->n - before;
+    if (!rc && m <= CACHE_IDS) {
+        pthread_mutex_lock(&t->lock);
+        e->hash = h, e->len = (uint8_t)n, e->n = (uint8_t)m;
+        memcpy(e->bytes, p, n);
+        memcpy(e->ids, *out->ids + before, sizeof *e->ids * m);
+        pthread_mutex_unlock(&t->lock);
+    }
+    return rc;
+}
+
 /* encode a segment that holds no added token */
 static int encode_plain(const struct mode_tokenizer *t, const char *text, size_t len, struct idvec *out, pcre2_match_data *md,
                         struct mode_err *err)
@@ -548,7 +600,7 @@ static int encode_plain(const struct mode_tokenizer *t, const char *text, size_t
         text = norm, len = (size_t)r;
     }
     int rc = MODE_OK;
-    if (!t->re) rc = bpe(t, (const unsigned char *)text, len, out, err);
+    if (!t->re) rc = bpe_cached(t, (const unsigned char *)text, len, out, err);
     else {
         size_t off = 0, last = 0;
         uint32_t opts = 0;
@@ -564,8 +616,8 @@ static int encode_plain(const struct mode_tokenizer *t, const char *text, size_t
             }
             PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
             size_t s0 = ov[0], s1 = ov[1];
-            if (s0 > last) rc = bpe(t, (const unsigned char *)text + last, s0 - last, out, err); /* a gap: its own piece */
-            if (!rc && s1 > s0) rc = bpe(t, (const unsigned char *)text + s0, s1 - s0, out, err);
+            if (s0 > last) rc = bpe_cached(t, (const unsigned char *)text + last, s0 - last, out, err); /* a gap: its own piece */
+            if (!rc && s1 > s0) rc = bpe_cached(t, (const unsigned char *)text + s0, s1 - s0, out, err);
             last = s1;
             if (s1 == s0) { /* empty match: step one character */
                 if (s1 >= len) break;
@@ -574,7 +626,7 @@ static int encode_plain(const struct mode_tokenizer *t, const char *text, size_t
             } else
                 off = s1;
         }
-        if (!rc && last < len) rc = bpe(t, (const unsigned char *)text + last, len - last, out, err);
+        if (!rc && last < len) rc = bpe_cached(t, (const unsigned char *)text + last, len - last, out, err);
     }
     free(norm);
     return rc;

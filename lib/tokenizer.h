@@ -17,7 +17,8 @@
  * differently from the reference.
  *
  * Decoding maps ids back to bytes (added tokens to their content). A tokenizer is immutable after
- * loading; encode and decode may run concurrently on it.
+ * loading except for a cache of short pieces' ids shared under a mutex; encode and decode may run
+ * concurrently on it.
  */
 #ifndef MODE_TOKENIZER_H
 #define MODE_TOKENIZER_H

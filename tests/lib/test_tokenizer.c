@@ -6,6 +6,7 @@
 #include "../../lib/tokenizer.h"
 #include "tap.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,6 +88,30 @@ static int write_file(const char *path, const char *text)
     return fclose(f);
 }
 
+/* concurrent encoders share the piece cache: each thread's ids must equal the single-thread ones */
+struct job {
+    const struct mode_tokenizer *t;
+    const char *text;
+    const int32_t *want;
+    size_t n_want;
+    int bad;
+};
+
+static void *encode_many(void *arg)
+{
+    struct job *j = arg;
+    for (int r = 0; r < 200; r++) {
+        int32_t *ids = NULL;
+        size_t n = 0, c = 0;
+        struct mode_err err;
+        if (mode_tokenizer_encode(j->t, j->text, strlen(j->text), &ids, &n, &c, &err) || n != j->n_want ||
+            memcmp(ids, j->want, n * sizeof *ids))
+            j->bad++;
+        free(ids);
+    }
+    return NULL;
+}
+
 int main(void)
 {
     struct mode_err err = {0};
@@ -101,6 +126,25 @@ int main(void)
     golden(qwen, "qwen3_ids", "qwen3_decoded", "Qwen3");
     golden(small, "small_ids", "small_decoded", "emoji-vl");
 
+    {
+        static const char *const texts[4] = {"the quick brown fox jumps over the lazy dog, again and again",
+                                             "antipsychotic drugs used mainly in the treatment of schizophrenia",
+                                             "a new convert being taught the principles of Christianity",
+                                             "the quick brown dog jumps over the lazy fox, again and again"};
+        struct job jobs[4];
+        pthread_t th[4];
+        int32_t *want[4];
+        for (int i = 0; i < 4; i++) {
+            size_t n = 0, c = 0;
+            want[i] = NULL;
+            mode_tokenizer_encode(qwen, texts[i], strlen(texts[i]), &want[i], &n, &c, &err);
+            jobs[i] = (struct job){qwen, texts[i], want[i], n, 0};
+        }
+        for (int i = 0; i < 4; i++) pthread_create(&th[i], NULL, encode_many, &jobs[i]);
+        int bad = 0;
+        for (int i = 0; i < 4; i++) pthread_join(th[i], NULL), bad += jobs[i].bad, free(want[i]);
+        is_int(bad, 0, "4 threads encoding at once through the shared cache agree with one thread");
+    }
     /* added tokens inside text, and skipping special ones when decoding */
     int32_t *ids = NULL;
     size_t n = 0, c = 0;
