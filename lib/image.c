@@ -216,7 +216,12 @@ static void jpeg_fail(j_common_ptr c)
     longjmp(x->jb, 1);
 }
 
-static void jpeg_quiet(j_common_ptr c, int level) { (void)c, (void)level; }
+/* a warning (level -1: corrupt or missing data, which libjpeg would paper over with grey) stops
+ * the decoding as an error, as PIL refuses truncated images; trace messages (level >= 0) are quiet */
+static void jpeg_quiet(j_common_ptr c, int level)
+{
+    if (level < 0) jpeg_fail(c);
+}
 
 static int decode_jpeg(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err)
 {

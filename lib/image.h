@@ -2,7 +2,8 @@
  *
  * Decoding: PNG through libpng (every colour type, bit depths 1 to 16 — 16-bit samples keep their
  * high byte, as PIL reads them —, palettes, tRNS transparency, interlacing) and JPEG through
- * libjpeg-turbo (greyscale and YCbCr; CMYK is refused). The EXIF orientation of a JPEG (APP1) or a
+ * libjpeg-turbo (greyscale and YCbCr; CMYK is refused, and so is corrupt or truncated data, which
+ * libjpeg would otherwise complete with grey). The EXIF orientation of a JPEG (APP1) or a
  * PNG (eXIf) is applied, as transformers' load_image does with PIL's exif_transpose.
  *
  * Conversion to RGB as transformers' convert_to_rgb: an image with an alpha channel (RGBA, LA, a
