@@ -1,5 +1,6 @@
 /* input.c — samples stream to runtime batches (input.h). */
 #include "input.h"
+#include "cli.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -45,3 +46,17 @@ int mode_input_batch(struct mode_input *in, struct mode_rt *rt, struct mode_rt_b
 }
 
 void mode_input_close(struct mode_input *in) { mode_stream_reader_free(&in->r); }
+
+int mode_input_all(struct mode_input *in, const char *path, const struct mode_model *m, struct mode_rt *rt, int64_t n_samples,
+                   struct mode_rt_batch *b)
+{
+    struct mode_err e = {0};
+    if (mode_input_open(in, path, m, &e)) mode_fail(&e);
+    in->lo = 0;
+    in->hi = n_samples > 0 ? n_samples - 1 : -1;
+    mode_rt_batch_init(b);
+    int n;
+    if (mode_input_batch(in, rt, b, INT64_MAX, &n, &e)) mode_fail(&e);
+    if (!n) mode_die(MODE_EDATA, "%s: no sample", in->r.name);
+    return n;
+}

@@ -22,6 +22,11 @@ int mode_input_open(struct mode_input *in, const char *path, const struct mode_m
  * after the trailer and end of file were checked). */
 int mode_input_batch(struct mode_input *in, struct mode_rt *rt, struct mode_rt_batch *b, int64_t batch_tokens, int *n,
                      struct mode_err *err);
+/* For the stages that hold the whole calibration set: opens path, reads its first n_samples
+ * samples (all when n_samples <= 0) into one batch b (initialised here) and returns their count;
+ * dies with the documented exit code on any error or when there is no sample. */
+int mode_input_all(struct mode_input *in, const char *path, const struct mode_model *m, struct mode_rt *rt, int64_t n_samples,
+                   struct mode_rt_batch *b);
 void mode_input_close(struct mode_input *in);
 
 #endif

@@ -295,14 +295,8 @@ int main(int argc, char **argv)
         }
 
     struct mode_input in;
-    if (mode_input_open(&in, optind < argc ? argv[optind] : "-", &m, &err)) mode_fail(&err);
-    in.lo = 0;
-    in.hi = n_samples > 0 ? n_samples - 1 : -1;
     struct mode_rt_batch b;
-    mode_rt_batch_init(&b);
-    int n;
-    if (mode_input_batch(&in, &rt, &b, INT64_MAX, &n, &err)) mode_fail(&err);
-    if (!n) mode_die(MODE_EDATA, "%s: no sample", in.r.name);
+    const int n = mode_input_all(&in, optind < argc ? argv[optind] : "-", &m, &rt, n_samples, &b);
 
     /* fingerprint of everything the result depends on */
     struct run r = {.m = &m, .E = E, .N = b.n_rows, .D = m.cfg.text.n_embd, .last_done = -1, .t0 = time(NULL)};

@@ -273,14 +273,8 @@ int main(int argc, char **argv)
         o.keep = keep_lookup, o.keep_ctx = &kt;
     }
     struct mode_input in;
-    if (mode_input_open(&in, optind < argc ? argv[optind] : "-", &m, &err)) mode_fail(&err);
-    in.lo = 0;
-    in.hi = n_samples > 0 ? n_samples - 1 : -1;
     struct mode_rt_batch b;
-    mode_rt_batch_init(&b);
-    int n;
-    if (mode_input_batch(&in, &rt, &b, INT64_MAX, &n, &err)) mode_fail(&err);
-    if (!n) mode_die(MODE_EDATA, "%s: no sample", in.r.name);
+    const int n = mode_input_all(&in, optind < argc ? argv[optind] : "-", &m, &rt, n_samples, &b);
 
     struct mode_outfile out;
     mode_cli_outfile_open(&out, output);
