@@ -144,10 +144,45 @@ static const struct mode_st_tensor *bind_any(struct binder *b, enum mode_dtype d
     return t;
 }
 
-static void bind_qexperts(struct binder *b, int l, struct mode_layer_w *w)
+/* One projection of a packed checkpoint at `prefix` (e.g. "...experts.3.down_proj"): either
+ * prefix.weight (left at full precision) or prefix.{qweight,scales,qzeros,g_idx}. */
+static void bind_qproj(struct binder *b, struct mode_qproj *q, int64_t n, int64_t k, const char *prefix)
 {
     struct mode_model *m = b->m;
-    const struct mode_text_config *t = &m->cfg.text;
+    char name[512];
+    q->n = n, q->k = k;
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    if (mode_st_set_find(&m->st, name)) {
+        q->weight = bindn(b, true, 2, (int64_t[]){n, k}, "%s", name);
+        q->bits = 16;
+        return;
+    }
+    snprintf(name, sizeof name, "%s.qweight", prefix);
+    q->qweight = bind_any(b, MODE_I32, 2, (int64_t[]){-1, n}, name);
+    if (!q->qweight) return;
+    q->bits = (int)(q->qweight->shape[0] * 32 / k);
+    if (q->qweight->shape[0] * 32 != k * q->bits || (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)) {
+        mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld rows: no bit width packs %lld inputs so", m->dir, name,
+                     (long long)q->qweight->shape[0], (long long)k);
+        return;
+    }
+    snprintf(name, sizeof name, "%s.scales", prefix);
+    q->scales = bind_any(b, MODE_F16, 2, (int64_t[]){-1, n}, name);
+    if (!q->scales) return;
+    q->g = q->scales->shape[0];
+    if (q->g < 1 || k % q->g) {
+        mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld groups for %lld inputs", m->dir, name, (long long)q->g, (long long)k);
+        return;
+    }
+    snprintf(name, sizeof name, "%s.qzeros", prefix);
+    q->qzeros = bind_any(b, MODE_I32, 2, (int64_t[]){q->g, n * q->bits / 32}, name);
+    snprintf(name, sizeof name, "%s.g_idx", prefix);
+    q->g_idx = bind_any(b, MODE_I32, 1, (int64_t[]){k}, name);
+}
+
+static void bind_qexperts(struct binder *b, int l, struct mode_layer_w *w)
+{
+    const struct mode_text_config *t = &b->m->cfg.text;
     const int64_t E = t->n_expert, H = t->n_embd, I = t->n_ff_exp;
     w->qexp = calloc((size_t)E * 3, sizeof *w->qexp);
     if (!w->qexp) {
@@ -155,39 +190,40 @@ static void bind_qexperts(struct binder *b, int l, struct mode_layer_w *w)
         return;
     }
     static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
-    char name[512];
+    char prefix[256];
     for (int64_t e = 0; e < E && !b->err->code; e++)
         for (int p = 0; p < 3 && !b->err->code; p++) {
-            struct mode_qproj *q = &w->qexp[e * 3 + p];
-            q->n = p == 2 ? H : I, q->k = p == 2 ? I : H;
-            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.weight", l, (long long)e, proj[p]);
-            if (mode_st_set_find(&m->st, name)) { /* left at full precision */
-                q->weight = bindn(b, true, 2, (int64_t[]){q->n, q->k}, "%s", name);
-                q->bits = 16;
-                continue;
-            }
-            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.qweight", l, (long long)e, proj[p]);
-            q->qweight = bind_any(b, MODE_I32, 2, (int64_t[]){-1, q->n}, name);
-            if (!q->qweight) return;
-            q->bits = (int)(q->qweight->shape[0] * 32 / q->k);
-            if (q->qweight->shape[0] * 32 != q->k * q->bits || (q->bits != 2 && q->bits != 3 && q->bits != 4 && q->bits != 8)) {
-                mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld rows: no bit width packs %lld inputs so", m->dir, name,
-                             (long long)q->qweight->shape[0], (long long)q->k);
-                return;
-            }
-            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.scales", l, (long long)e, proj[p]);
-            q->scales = bind_any(b, MODE_F16, 2, (int64_t[]){-1, q->n}, name);
-            if (!q->scales) return;
-            q->g = q->scales->shape[0];
-            if (q->g < 1 || q->k % q->g) {
-                mode_err_set(b->err, MODE_EDATA, "%s: '%s' has %lld groups for %lld inputs", m->dir, name, (long long)q->g, (long long)q->k);
-                return;
-            }
-            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.qzeros", l, (long long)e, proj[p]);
-            q->qzeros = bind_any(b, MODE_I32, 2, (int64_t[]){q->g, q->n * q->bits / 32}, name);
-            snprintf(name, sizeof name, TXT "layers.%d.mlp.experts.%lld.%s.g_idx", l, (long long)e, proj[p]);
-            q->g_idx = bind_any(b, MODE_I32, 1, (int64_t[]){q->k}, name);
+            snprintf(prefix, sizeof prefix, TXT "layers.%d.mlp.experts.%lld.%s", l, (long long)e, proj[p]);
+            bind_qproj(b, &w->qexp[e * 3 + p], p == 2 ? H : I, p == 2 ? I : H, prefix);
         }
+}
+
+/* q, k, v, o_proj of layer l: plain weights, or packed ones (mode-pack --attn-bits) */
+static void bind_attention(struct binder *b, int l, struct mode_layer_w *w)
+{
+    struct mode_model *m = b->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const int64_t H = t->n_embd, qd = (int64_t)t->n_head * t->head_dim, kvd = (int64_t)t->n_head_kv * t->head_dim;
+    char name[256];
+    snprintf(name, sizeof name, TXT "layers.%d.self_attn.q_proj.qweight", l);
+    if (!m->packed || !mode_st_set_find(&m->st, name)) {
+        w->wq = bind2(b, qd, H, TXT "layers.%d.self_attn.q_proj.weight", l);
+        w->wk = bind2(b, kvd, H, TXT "layers.%d.self_attn.k_proj.weight", l);
+        w->wv = bind2(b, kvd, H, TXT "layers.%d.self_attn.v_proj.weight", l);
+        w->wo = bind2(b, H, qd, TXT "layers.%d.self_attn.o_proj.weight", l);
+        return;
+    }
+    w->qattn = calloc(4, sizeof *w->qattn);
+    if (!w->qattn) {
+        mode_err_oom(b->err, 4 * sizeof *w->qattn, "packed attention");
+        return;
+    }
+    static const char *const proj[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+    const int64_t n[4] = {qd, kvd, kvd, H}, k[4] = {H, H, H, qd};
+    for (int p = 0; p < 4 && !b->err->code; p++) {
+        snprintf(name, sizeof name, TXT "layers.%d.self_attn.%s", l, proj[p]);
+        bind_qproj(b, &w->qattn[p], n[p], k[p], name);
+    }
 }
 
 static void bind_experts(struct binder *b, int l, struct mode_layer_w *w)
@@ -258,10 +294,7 @@ static void bind_all(struct binder *b)
         struct mode_layer_w *w = &m->layers[l];
         w->attn_norm = bind1(b, H, TXT "layers.%d.input_layernorm.weight", l);
         w->ffn_norm = bind1(b, H, TXT "layers.%d.post_attention_layernorm.weight", l);
-        w->wq = bind2(b, qd, H, TXT "layers.%d.self_attn.q_proj.weight", l);
-        w->wk = bind2(b, kvd, H, TXT "layers.%d.self_attn.k_proj.weight", l);
-        w->wv = bind2(b, kvd, H, TXT "layers.%d.self_attn.v_proj.weight", l);
-        w->wo = bind2(b, H, qd, TXT "layers.%d.self_attn.o_proj.weight", l);
+        bind_attention(b, l, w);
         w->q_norm = bind1(b, hd, TXT "layers.%d.self_attn.q_norm.weight", l);
         w->k_norm = bind1(b, hd, TXT "layers.%d.self_attn.k_norm.weight", l);
         if (t->attention_bias) {
@@ -409,7 +442,7 @@ fail:
 
 void mode_model_close(struct mode_model *m)
 {
-    for (int l = 0; m->layers && l < m->cfg.text.n_layer; l++) free(m->layers[l].qexp);
+    for (int l = 0; m->layers && l < m->cfg.text.n_layer; l++) free(m->layers[l].qexp), free(m->layers[l].qattn);
     mode_st_set_close(&m->st);
     mode_config_free(&m->cfg);
     free(m->layers);
@@ -634,14 +667,11 @@ void mode_model_describe_tensor(struct mode_mp *b, const struct mode_st_tensor *
     mode_mp_close(b);
 }
 
-int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, enum mode_proj p, float *dst, struct mode_err *err)
+int mode_model_qproj_f32(const struct mode_model *m, const struct mode_qproj *q, float *dst, struct mode_err *err)
 {
-    const struct mode_layer_w *w = &m->layers[layer];
-    if (!w->qexp) return mode_err_set(err, MODE_EUSAGE, "layer %d of %s is not packed", layer, m->dir);
-    const struct mode_qproj *q = &w->qexp[(size_t)expert * 3 + (size_t)p];
     if (q->weight) {
         if (mode_convert_ref(q->weight->dtype, q->weight->data, (size_t)(q->n * q->k), dst))
-            return mode_err_set(err, MODE_EDATA, "%s: an expert weight of dtype %s", m->dir, mode_dtype_st_name(q->weight->dtype));
+            return mode_err_set(err, MODE_EDATA, "%s: tensor '%s' of dtype %s", m->dir, q->weight->name, mode_dtype_st_name(q->weight->dtype));
         return MODE_OK;
     }
     /* tensors may sit at any alignment in the mapping: copy them out */
@@ -649,7 +679,7 @@ int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, en
     int32_t *qw = malloc(4 * nqw), *qz = malloc(4 * nqz), *gi = malloc(4 * (size_t)q->k);
     uint16_t *sc = malloc(2 * ns);
     int rc = MODE_OK;
-    if (!qw || !qz || !gi || !sc) rc = mode_err_oom(err, 4 * nqw, "dequantising an expert");
+    if (!qw || !qz || !gi || !sc) rc = mode_err_oom(err, 4 * nqw, "dequantising a projection");
     else {
         memcpy(qw, q->qweight->data, 4 * nqw);
         memcpy(qz, q->qzeros->data, 4 * nqz);
@@ -657,10 +687,18 @@ int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, en
         memcpy(sc, q->scales->data, 2 * ns);
         for (int64_t i = 0; i < q->k && !rc; i++)
             if (gi[i] < 0 || gi[i] >= q->g)
-                rc = mode_err_set(err, MODE_EDATA, "%s: layer %d expert %d: g_idx[%lld] = %d is not a group", m->dir, layer, expert, (long long)i, gi[i]);
+                rc = mode_err_set(err, MODE_EDATA, "%s: tensor '%s': g_idx[%lld] = %d is not a group (%lld groups)", m->dir, q->g_idx->name,
+                                  (long long)i, gi[i], (long long)q->g);
         if (!rc && mode_gptq_dequant(qw, qz, sc, gi, q->n, q->k, q->g, q->bits, m->gptq_v1, dst))
-            rc = mode_err_oom(err, (size_t)(q->n * q->k), "dequantising an expert");
+            rc = mode_err_oom(err, (size_t)(q->n * q->k), "dequantising a projection");
     }
     free(qw), free(qz), free(gi), free(sc);
     return rc;
+}
+
+int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, enum mode_proj p, float *dst, struct mode_err *err)
+{
+    const struct mode_layer_w *w = &m->layers[layer];
+    if (!w->qexp) return mode_err_set(err, MODE_EUSAGE, "layer %d of %s is not packed", layer, m->dir);
+    return mode_model_qproj_f32(m, &w->qexp[(size_t)expert * 3 + (size_t)p], dst, err);
 }

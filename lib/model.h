@@ -40,6 +40,9 @@ struct mode_layer_w {
     const struct mode_st_tensor *attn_norm;        /* (n_embd) input_layernorm */
     const struct mode_st_tensor *wq, *wk, *wv, *wo; /* (n_head*head_dim, n_embd), (n_head_kv*head_dim, n_embd) x2,
                                                       (n_embd, n_head*head_dim) */
+    /* a packed checkpoint whose attention was quantized too (mode-pack --attn-bits): q, k, v and
+     * o_proj, same shapes as above, instead of wq..wo (then NULL); NULL otherwise */
+    struct mode_qproj *qattn; /* (4) */
     const struct mode_st_tensor *bq, *bk, *bv, *bo; /* biases when attention_bias, else NULL */
     const struct mode_st_tensor *q_norm, *k_norm;   /* (head_dim) RMSNorm of each head */
     const struct mode_st_tensor *ffn_norm;          /* (n_embd) post_attention_layernorm */
@@ -116,6 +119,9 @@ int mode_model_expert(const struct mode_model *m, int layer, int expert, enum mo
                       struct mode_err *err);
 /* Expert projection p of a packed checkpoint dequantised to f32 (n, k), nn.Linear orientation. */
 int mode_model_qexpert_f32(const struct mode_model *m, int layer, int expert, enum mode_proj p, float *dst, struct mode_err *err);
+/* Any packed projection of m (an expert's, or qattn[i]) dequantised to f32 (q->n, q->k). MODE_EDATA
+ * for a g_idx entry that is not a group. */
+int mode_model_qproj_f32(const struct mode_model *m, const struct mode_qproj *q, float *dst, struct mode_err *err);
 /* Materialises W row-major as f32 (rows*cols floats). */
 int mode_mat_to_f32(const struct mode_mat *w, float *dst, struct mode_err *err);
 

@@ -10,6 +10,12 @@
  * dequantised weights are formed, so the weights the next layers see are exactly those a loader
  * gets from the packed tensors. The layer then runs again with the quantized experts to give the
  * next layer's inputs. Width 16 leaves an expert as it is.
+ *
+ * With attn_bits (2, 3, 4, 8), the q, k, v and o projections of every decoder layer are quantized
+ * first, in GPTQ's true-sequential order: q/k/v with the Hessian of the attention's normalised
+ * input over all calibration tokens, then o_proj with that of its input through the quantized
+ * q/k/v; the MoE is then calibrated on the output of the quantized attention. The vision tower is
+ * never quantized.
  */
 #ifndef MODE_PACK_H
 #define MODE_PACK_H
@@ -18,6 +24,7 @@
 
 struct mode_pack_opts {
     int group;
+    int attn_bits; /* 2, 3, 4, 8: also q/k/v/o_proj of every decoder layer; 0 or 16: left as they are */
     bool sym, act_order, fp_inputs, gptq_v1;
     int64_t min_tokens;
     int start_layer; /* resume: layers before it are done, b->h holds their output */
@@ -32,19 +39,25 @@ struct mode_pack_proj {
     int32_t *qweight, *qzeros, *g_idx;
     uint16_t *scales;
     float *weight;
+    const float *deq; /* (n, k) the dequantised weights the later layers see, bit for bit what a
+                         loader forms from the packed tensors (borrowed; valid during emit) */
 };
 
 struct mode_pack_layer {
-    int layer, n_expert;
+    int layer, n_expert;         /* n_expert 0: a dense layer */
     struct mode_pack_proj *proj; /* (n_expert * 3): gate, up, down */
+    bool has_attn;               /* attn holds the layer's quantized q, k, v, o_proj */
+    struct mode_pack_proj attn[4];
+    bool attn_rtn;               /* ... rounded to nearest for lack of tokens */
     int64_t *tokens;             /* (n_expert) calibration tokens routed to each expert */
     int n_rtn;                   /* experts rounded to nearest for lack of tokens */
     int64_t zero_lost;           /* v1 only: zero points the format cannot hold */
 };
 
 /* bits (n_layer, n_expert): the width of each expert of each MoE layer (other rows ignored).
- * emit is called after each MoE layer with its packed tensors (valid during the call) and the
- * batch's hidden states after that layer (b->h) for checkpointing. */
+ * emit is called after each decoder layer (dense ones too, with no expert) with its packed tensors
+ * (valid during the call) and the batch's hidden states after that layer (b->h) for
+ * checkpointing. */
 int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, const struct mode_pack_opts *o,
                   int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err),
                   void *emit_ctx, struct mode_err *err);

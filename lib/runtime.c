@@ -458,18 +458,42 @@ static void text_layer_free(struct text_layer *w)
     memset(w, 0, sizeof *w);
 }
 
-static int text_layer_load(const struct mode_layer_w *t, struct text_layer *w, struct mode_err *err)
+/* One decoder layer's weights in f32 (packed attention projections dequantised), with the
+ * hooks' attention override copied over the checkpoint's. */
+static int text_layer_load(const struct mode_model *m, int layer, const struct mode_rt_hooks *hooks, struct text_layer *w,
+                           struct mode_err *err)
 {
+    const struct mode_layer_w *t = &m->layers[layer];
     memset(w, 0, sizeof *w);
     const struct mode_st_tensor *src[] = {t->attn_norm, t->ffn_norm, t->wq, t->wk, t->wv, t->wo, t->bq, t->bk,
                                           t->bv, t->bo, t->q_norm, t->k_norm, t->router, t->ffn_gate, t->ffn_up, t->ffn_down};
     float **dst = &w->an;
     for (size_t i = 0; i < sizeof src / sizeof *src; i++)
-        if (src[i] && !(dst[i] = to_f32(src[i], err))) {
-            text_layer_free(w);
-            return err->code;
+        if (src[i] && !(dst[i] = to_f32(src[i], err))) goto fail;
+    float **attn[4] = {&w->wq, &w->wk, &w->wv, &w->wo};
+    if (t->qattn) /* packed (mode-pack --attn-bits): dequantised on load */
+        for (int p = 0; p < 4; p++) {
+            const struct mode_qproj *q = &t->qattn[p];
+            if (!(*attn[p] = xcalloc((size_t)(q->n * q->k), sizeof(float), err, "attention weights")) ||
+                mode_model_qproj_f32(m, q, *attn[p], err))
+                goto fail;
         }
+    struct mode_rt_attn_override ov = {NULL, NULL, NULL, NULL};
+    int rc;
+    if (hooks && hooks->attn_weights && (rc = hooks->attn_weights(hooks->ctx, layer, &ov, err))) {
+        text_layer_free(w);
+        return rc;
+    }
+    const struct mode_text_config *c = &m->cfg.text;
+    const size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_head_kv * c->head_dim, D = (size_t)c->n_embd;
+    const float *src_ov[4] = {ov.wq, ov.wk, ov.wv, ov.wo};
+    const size_t n_ov[4] = {qd * D, kvd * D, kvd * D, D * qd};
+    for (int p = 0; p < 4; p++)
+        if (src_ov[p]) memcpy(*attn[p], src_ov[p], n_ov[p] * sizeof(float));
     return MODE_OK;
+fail:
+    text_layer_free(w);
+    return err->code;
 }
 
 /* Angles (n, head_dim/2) of interleaved MRoPE: frequency j takes the h position when
@@ -601,6 +625,10 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
             if (rc) return rc;
         }
     }
+    if (hooks && hooks->attn_out) {
+        int rc = hooks->attn_out(hooks->ctx, layer, b, s->xn, s->o, err);
+        if (rc) return rc;
+    }
     /* h += o_proj(o) */
     mode_gemm(N, D, qd, s->o, qd, w->wo, qd, true, 1.0f, b->h, D);
     if (w->bo) mode_add_bias_ref(b->h, w->bo, N, D);
@@ -712,7 +740,7 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
         return MODE_OK;
     }
     struct text_layer w;
-    if ((rc = text_layer_load(&m->layers[layer], &w, err))) return rc;
+    if ((rc = text_layer_load(m, layer, hooks, &w, err))) return rc;
     struct layer_scratch s;
     memset(&s, 0, sizeof s);
     rc = attention(rt, b, layer, &w, &s, hooks, err);

@@ -72,8 +72,27 @@ struct mode_rt_expert_override {
     const uint8_t *rows;
 };
 
+/* Replacement attention projections (e.g. quantized), f32, nn.Linear orientation: wq
+ * (n_head*head_dim, n_embd), wk and wv (n_head_kv*head_dim, n_embd), wo (n_embd, n_head*head_dim).
+ * A NULL member keeps the checkpoint's. They apply to every token. */
+struct mode_rt_attn_override {
+    const float *wq, *wk, *wv, *wo;
+};
+
+/* A hook's "stop here": mode_rt_layer returns MODE_RT_STOP without an error, the layer not applied
+ * (b->next_layer unchanged); b->h is as it was when the stop came from attn_out, and holds the
+ * attention's residual when it came from moe: the caller restores it before running the layer
+ * again. Distinct from every MODE_E* status. */
+#define MODE_RT_STOP 1
+
 struct mode_rt_hooks {
     void *ctx;
+    /* Before a decoder layer's attention: fill ov (left empty: the checkpoint's weights). */
+    int (*attn_weights)(void *ctx, int layer, struct mode_rt_attn_override *ov, struct mode_err *err);
+    /* After attention, before o_proj and its residual: the normalised input xn (n_rows, n_embd)
+     * of q/k/v_proj and the input o (n_rows, n_head*head_dim) of o_proj. */
+    int (*attn_out)(void *ctx, int layer, const struct mode_rt_batch *b, const float *xn, const float *o,
+                    struct mode_err *err);
     /* Before an expert runs in a MoE layer: fill ov (left empty: the checkpoint's weights). */
     int (*expert)(void *ctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err);
     /* After routing in a MoE layer: router logits (n_rows, n_expert), selected experts and

@@ -19,6 +19,8 @@ UNIFORM ?= 2 3
 METRIC ?= kl
 SCOPE ?= layer
 GROUP ?= 128
+# more mode-pack options, e.g. PACK_FLAGS="--attn-bits 8"
+PACK_FLAGS ?=
 # every EVAL_EVERY-th evaluation line is evaluated (1: all)
 EVAL_EVERY ?= 1
 # every CALIB_EVERY-th calibration line is used at all (1: all)
@@ -74,7 +76,7 @@ $(OUT)/alloc-%.json: $(OUT)/alloc-%.ms
 # ---- packing and evaluation --------------------------------------------------------------------
 $(OUT)/packed-%/config.json: $(OUT)/alloc-%.ms $(OUT)/calib.ms
 	rm -rf $(OUT)/packed-$* $(OUT)/packed-$*.resume
-	$(BIN)/mode-pack -m $(MODEL) -a $< --group $(GROUP) -o $(OUT)/packed-$* $(OUT)/calib.ms
+	$(BIN)/mode-pack -m $(MODEL) -a $< --group $(GROUP) $(PACK_FLAGS) -o $(OUT)/packed-$* $(OUT)/calib.ms
 $(OUT)/eval-fp.json: $(OUT)/eval.ms
 	$(BIN)/mode-eval -m $(MODEL) -o $@ $<
 $(OUT)/eval-%.json: $(OUT)/packed-%/config.json $(OUT)/eval.ms

@@ -26,8 +26,8 @@
 
 static const char usage_text[] =
     "usage: mode-pack -m DIR -a ALLOC -o OUTDIR [--group N] [--sym] [--act-order] [--min-tokens N]\n"
-    "                 [--fp-inputs] [--format gptq|gptq_v2] [--samples N] [--max-shard-size BYTES]\n"
-    "                 [--resume] [--threads N] [SAMPLES]\n"
+    "                 [--fp-inputs] [--attn-bits B] [--shared-bits B] [--format gptq|gptq_v2] [--samples N]\n"
+    "                 [--max-shard-size BYTES] [--resume] [--threads N] [SAMPLES]\n"
     "  -m, --model DIR        the full-precision checkpoint\n"
     "  -a, --alloc FILE       the alloc stream (mode-ilp): each routed expert's width\n"
     "  -o, --output DIR       the packed checkpoint, written atomically (must not exist)\n"
@@ -36,6 +36,9 @@ static const char usage_text[] =
     "      --act-order        GPTQ columns by decreasing Hessian diagonal (desc_act)\n"
     "      --min-tokens N     fewer calibration tokens -> round-to-nearest (default 32)\n"
     "      --fp-inputs        calibrate every layer on full-precision inputs\n"
+    "      --attn-bits B      also quantize the text attention (q/k/v/o_proj) to B bits (2, 3, 4, 8;\n"
+    "                         default 16: left as they are)\n"
+    "      --shared-bits B    shared experts to B bits (refused: Qwen3-VL-MoE has none)\n"
     "      --format F         gptq_v2 (default: zero points as they are) or gptq (v1: zero - 1)\n"
     "      --samples N        only the first N calibration samples\n"
     "      --max-shard-size B shard the safetensors at B bytes (K/M/G suffixes; default 4G)\n"
@@ -54,7 +57,7 @@ struct run {
     int E;
     int64_t N, D;
     int last_done;
-    int64_t rtn, zero_lost;
+    int64_t rtn, zero_lost, attn_rtn;
     time_t t0;
 };
 
@@ -62,6 +65,32 @@ static void proj_name(char *buf, size_t n, int layer, int e, int p, const char *
 {
     static const char *const proj[3] = {"gate_proj", "up_proj", "down_proj"};
     snprintf(buf, n, "model.language_model.layers.%d.mlp.experts.%d.%s.%s", layer, e, proj[p], what);
+}
+
+/* prefix.{qweight,qzeros,scales,g_idx} of one packed projection (GPTQ layout, gptqpack.h) */
+static int add_packed(struct mode_st_writer *w, const char *prefix, const struct mode_pack_proj *q, struct mode_err *e)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s.qweight", prefix);
+    int rc = mode_st_writer_add(w, name, MODE_I32, 2, (int64_t[]){q->k * q->bits / 32, q->n}, q->qweight, e);
+    snprintf(name, sizeof name, "%s.qzeros", prefix);
+    if (!rc) rc = mode_st_writer_add(w, name, MODE_I32, 2, (int64_t[]){q->g, q->n * q->bits / 32}, q->qzeros, e);
+    snprintf(name, sizeof name, "%s.scales", prefix);
+    if (!rc) rc = mode_st_writer_add(w, name, MODE_F16, 2, (int64_t[]){q->g, q->n}, q->scales, e);
+    snprintf(name, sizeof name, "%s.g_idx", prefix);
+    if (!rc) rc = mode_st_writer_add(w, name, MODE_I32, 1, (int64_t[]){q->k}, q->g_idx, e);
+    return rc;
+}
+
+/* a text decoder layer's q/k/v/o_proj weight (replaced when --attn-bits) */
+static bool is_text_attn_weight(const char *name)
+{
+    static const char pre[] = "model.language_model.layers.";
+    if (strncmp(name, pre, sizeof pre - 1)) return false;
+    const char *a = strstr(name, ".self_attn.");
+    if (!a) return false;
+    a += strlen(".self_attn.");
+    return !strcmp(a, "q_proj.weight") || !strcmp(a, "k_proj.weight") || !strcmp(a, "v_proj.weight") || !strcmp(a, "o_proj.weight");
 }
 
 /* one layer's tensors, its output hidden states and the fingerprint, committed atomically */
@@ -76,6 +105,12 @@ static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_r
     mode_cli_tmp_add(od.tmp, true);
     struct mode_st_writer w;
     if ((rc = mode_st_writer_init(&w, &od, 0, e))) goto fail;
+    static const char *const attn[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+    for (int p = 0; l->has_attn && p < 4 && !rc; p++) {
+        char prefix[128];
+        snprintf(prefix, sizeof prefix, "model.language_model.layers.%d.self_attn.%s", l->layer, attn[p]);
+        rc = add_packed(&w, prefix, &l->attn[p], e);
+    }
     for (int x = 0; x < l->n_expert && !rc; x++)
         for (int p = 0; p < 3 && !rc; p++) {
             const struct mode_pack_proj *q = &l->proj[x * 3 + p];
@@ -91,14 +126,9 @@ static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_r
                 free(bf);
                 continue;
             }
-            proj_name(name, sizeof name, l->layer, x, p, "qweight");
-            rc = mode_st_writer_add(&w, name, MODE_I32, 2, (int64_t[]){q->k * q->bits / 32, q->n}, q->qweight, e);
-            proj_name(name, sizeof name, l->layer, x, p, "qzeros");
-            if (!rc) rc = mode_st_writer_add(&w, name, MODE_I32, 2, (int64_t[]){q->g, q->n * q->bits / 32}, q->qzeros, e);
-            proj_name(name, sizeof name, l->layer, x, p, "scales");
-            if (!rc) rc = mode_st_writer_add(&w, name, MODE_F16, 2, (int64_t[]){q->g, q->n}, q->scales, e);
-            proj_name(name, sizeof name, l->layer, x, p, "g_idx");
-            if (!rc) rc = mode_st_writer_add(&w, name, MODE_I32, 1, (int64_t[]){q->k}, q->g_idx, e);
+            proj_name(name, sizeof name, l->layer, x, p, "");
+            name[strlen(name) - 1] = 0; /* the trailing dot */
+            rc = add_packed(&w, name, q, e);
         }
     if (!rc) rc = mode_st_writer_finish(&w, e);
     mode_st_writer_free(&w);
@@ -114,6 +144,7 @@ static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_r
     }
     r->last_done = l->layer;
     r->rtn += l->n_rtn;
+    r->attn_rtn += l->attn_rtn;
     r->zero_lost += l->zero_lost;
     return MODE_OK;
 fail:
@@ -217,7 +248,7 @@ static void copy_side_files(const char *src, const struct mode_outdir *od)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-pack");
-    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS };
+    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"alloc", required_argument, 0, 'a'},
         {"output", required_argument, 0, 'o'},      {"group", required_argument, 0, OPT_GROUP},
@@ -225,7 +256,8 @@ int main(int argc, char **argv)
         {"min-tokens", required_argument, 0, OPT_MINTOK}, {"fp-inputs", no_argument, 0, OPT_FP},
         {"format", required_argument, 0, OPT_FORMAT}, {"samples", required_argument, 0, OPT_SAMPLES},
         {"max-shard-size", required_argument, 0, OPT_SHARD}, {"resume", no_argument, 0, OPT_RESUME},
-        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, OPT_THREADS}, {"attn-bits", required_argument, 0, OPT_ATTN},
+        {"shared-bits", required_argument, 0, OPT_SHARED}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},           {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL;
@@ -233,7 +265,7 @@ int main(int argc, char **argv)
     bool resume = false;
     int64_t n_samples = -1;
     uint64_t shard = 4ull << 30;
-    long threads = 0;
+    long threads = 0, shared_bits = 16;
     char *end;
     for (int c; (c = getopt_long(argc, argv, "m:a:o:hV", opts, NULL)) != -1;) {
         switch (c) {
@@ -251,6 +283,15 @@ int main(int argc, char **argv)
             if (*end || o.min_tokens < 0) mode_die(MODE_EUSAGE, "--min-tokens: '%s' is not a count", optarg);
             break;
         case OPT_FP: o.fp_inputs = true; break;
+        case OPT_ATTN:
+        case OPT_SHARED: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || (v != 2 && v != 3 && v != 4 && v != 8 && v != 16))
+                mode_die(MODE_EUSAGE, "--%s: '%s' is not 2, 3, 4, 8 or 16", c == OPT_ATTN ? "attn-bits" : "shared-bits", optarg);
+            if (c == OPT_ATTN) o.attn_bits = (int)v;
+            else shared_bits = v;
+            break;
+        }
         case OPT_FORMAT:
             if (!strcmp(optarg, "gptq")) o.gptq_v1 = true;
             else if (!strcmp(optarg, "gptq_v2")) o.gptq_v1 = false;
@@ -280,6 +321,23 @@ int main(int argc, char **argv)
     struct mode_rt rt;
     if (mode_model_open(&m, model_dir, &err) || mode_rt_init(&rt, &m, &err)) mode_fail(&err);
     if (m.packed) mode_die(MODE_EUSAGE, "%s is already packed: give the full-precision checkpoint", model_dir);
+    /* Qwen3-VL-MoE (the one architecture mode binds) routes every token to its top-k routed
+     * experts only: there is no shared expert to quantize */
+    if (shared_bits < 16)
+        mode_die(MODE_EUSAGE, "--shared-bits: %s (%s) has no shared experts; only its routed experts and attention can be quantized",
+                 model_dir, m.cfg.arch_name);
+    if (o.attn_bits == 16) o.attn_bits = 0;
+    if (o.attn_bits) {
+        const struct mode_text_config *tc = &m.cfg.text;
+        const int64_t qd = (int64_t)tc->n_head * tc->head_dim, kvd = (int64_t)tc->n_head_kv * tc->head_dim, D = tc->n_embd;
+        const int64_t dims[4][2] = {{qd, D}, {kvd, D}, {kvd, D}, {D, qd}};
+        static const char *const pn[4] = {"q_proj", "k_proj", "v_proj", "o_proj"};
+        struct mode_quant_opts qo = {.bits = o.attn_bits, .group = o.group};
+        int64_t g, ng;
+        for (int p = 0; p < 4; p++)
+            if (mode_quant_groups(&qo, dims[p][1], &g, &ng, &err) || mode_gptq_check_dims(dims[p][0], dims[p][1], o.attn_bits, &err))
+                mode_die(MODE_EUSAGE, "--attn-bits %d: %s (%lld x %lld): %s", o.attn_bits, pn[p], (long long)dims[p][0], (long long)dims[p][1], err.msg);
+    }
     const int L = m.cfg.text.n_layer, E = m.cfg.text.n_expert;
     struct mode_stream_reader ar;
     int *bits = read_alloc(alloc_path, &m, &ar);
@@ -306,7 +364,7 @@ int main(int argc, char **argv)
         mode_sha256_update(&sh, m.cfg.hash, strlen(m.cfg.hash));
         mode_sha256_update(&sh, m.weights_hash, strlen(m.weights_hash));
         mode_sha256_update(&sh, bits, sizeof *bits * (size_t)L * E);
-        int64_t fp[8] = {o.group, o.sym, o.act_order, o.min_tokens, o.fp_inputs, o.gptq_v1, n, b.n_rows};
+        int64_t fp[9] = {o.group, o.sym, o.act_order, o.min_tokens, o.fp_inputs, o.gptq_v1, n, b.n_rows, o.attn_bits};
         mode_sha256_update(&sh, fp, sizeof fp);
         struct mode_mp hb;
         mode_mp_init(&hb);
@@ -350,6 +408,8 @@ int main(int argc, char **argv)
     o.progress = progress, o.progress_ctx = &r;
     if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
     if (r.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)r.rtn, (long long)o.min_tokens);
+    if (r.attn_rtn)
+        mode_warn("the attention of %lld layers was rounded to nearest: fewer than %lld calibration tokens", (long long)r.attn_rtn, (long long)o.min_tokens);
     if (r.zero_lost)
         mode_warn("%lld zero points are 0, which the v1 format stores as -1: loaders will dequantise those groups off by one level (use --format gptq_v2)",
                   (long long)r.zero_lost);
@@ -364,10 +424,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < m.st.n_tensors; i++) {
         const struct mode_st_tensor *t = m.st.sorted[i];
         if (strstr(t->name, ".mlp.experts.gate_up_proj") || strstr(t->name, ".mlp.experts.down_proj")) continue;
+        if (o.attn_bits && is_text_attn_weight(t->name)) continue;
         if (mode_st_writer_add(&w, t->name, t->dtype, t->ndim, t->shape, t->data, &err)) mode_fail(&err);
     }
     for (int l = 0; l < L; l++) {
-        if (!m.cfg.text.is_moe[l]) continue;
         char p[4400];
         snprintf(p, sizeof p, "%s/layer-%03d/model.safetensors", r.resume_dir, l);
         struct mode_st_file f;
@@ -419,7 +479,12 @@ int main(int argc, char **argv)
         }
     }
     json_object_set_new(dyn, "-:^model\\.visual\\.", json_object());
-    json_object_set_new(dyn, "-:.*\\.self_attn\\.", json_object());
+    if (o.attn_bits) {
+        json_t *v = json_object();
+        json_object_set_new(v, "bits", json_integer(o.attn_bits));
+        json_object_set_new(dyn, "+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj", v);
+    } else
+        json_object_set_new(dyn, "-:.*\\.self_attn\\.", json_object());
     json_object_set_new(dyn, "-:.*\\.mlp\\.gate$", json_object());
     json_object_set_new(dyn, "-:^lm_head", json_object());
     json_object_set_new(qc, "dynamic", dyn);
@@ -438,7 +503,9 @@ int main(int argc, char **argv)
     json_object_set_new(mode, "allocation", alloc);
     json_object_set_new(mode, "min_tokens", json_integer(o.min_tokens));
     json_object_set_new(mode, "fp_inputs", json_boolean(o.fp_inputs));
+    json_object_set_new(mode, "attn_bits", json_integer(o.attn_bits ? o.attn_bits : 16));
     json_object_set_new(mode, "rtn_fallback_experts", json_integer(r.rtn));
+    if (o.attn_bits) json_object_set_new(mode, "rtn_fallback_attention_layers", json_integer(r.attn_rtn));
     json_object_set_new(mode, "calibration_samples", json_integer(n));
     json_object_set_new(mode, "calibration_tokens", json_integer(b.n_rows));
     json_object_set_new(mode, "fingerprint", json_string(r.fingerprint));
@@ -501,7 +568,8 @@ int main(int argc, char **argv)
         char pp[4400];
         snprintf(pp, sizeof pp, "%s/bits.png", od.tmp);
         if (mode_heatmap_png(&hm, pp, &err)) mode_fail(&err);
-        char card[8192], mdbuf[4096];
+        char card[8192], mdbuf[4096], attn_desc[64] = "kept (16 bits)";
+        if (o.attn_bits) snprintf(attn_desc, sizeof attn_desc, "%d bits, GPTQ", o.attn_bits);
         snprintf(mdbuf, sizeof mdbuf, "%s", model_dir);
         size_t ml = strlen(mdbuf);
         while (ml > 1 && mdbuf[ml - 1] == '/') mdbuf[--ml] = 0;
@@ -514,12 +582,15 @@ int main(int argc, char **argv)
         else if (mb && mb->type == MSGPACK_OBJECT_FLOAT64) snprintf(budget, sizeof budget, "at most %.0f bytes of routed experts", mb->via.f64);
         int off = snprintf(card, sizeof card,
                            "# %s, expert-level mixed precision (MODE)\n\n"
-                           "Routed experts quantized with GPTQ by mode's `mode-pack` at the widths `mode-ilp` chose; attention, router,\n"
-                           "embeddings and the vision tower are as in the original checkpoint.\n\n"
+                           "Routed experts quantized with GPTQ by mode's `mode-pack` at the widths `mode-ilp` chose; %s\n\n"
                            "| | |\n|---|---|\n| allocation method | `%s` (mode-ilp) |\n| budget | %s |\n| average bits | %.3f |\n"
+                           "| attention (q/k/v/o_proj) | %s |\n"
                            "| group size | %d, %s |\n| format | %s |\n| calibration | %d samples, %lld tokens |\n| round-to-nearest fallback | %lld experts |\n\n"
                            "Widths: ",
-                           base, method, budget, sum / ((double)moe * E), o.group, o.sym ? "symmetric" : "asymmetric",
+                           base,
+                           o.attn_bits ? "the text attention's projections with GPTQ too; router, embeddings, norms\nand the vision tower are as in the original checkpoint."
+                                       : "attention, router,\nembeddings and the vision tower are as in the original checkpoint.",
+                           method, budget, sum / ((double)moe * E), attn_desc, o.group, o.sym ? "symmetric" : "asymmetric",
                            o.gptq_v1 ? "gptq (v1)" : "gptq_v2", n, (long long)b.n_rows, (long long)r.rtn);
         for (int kk = 2; kk <= 16; kk++)
             if (hist[kk]) off += snprintf(card + off, sizeof card - (size_t)off, "%d experts at %d bits; ", hist[kk], kk);

@@ -31,6 +31,26 @@ mode-eval -m "$T/w4" -o "$T/w4.json" "$T/eval.ms"
 tp=$(tr -d ' \n' <"$T/w4.json" | sed 's/.*"metrics":{"text":{[^}]*"perplexity":\([0-9.e+-]*\)}.*/\1/')
 is "$(awk -v x="$tp" 'BEGIN { print (x <= 46.3828883135474 * 1.015) ? "yes" : "no" }')" yes "W4 text perplexity $tp within 1.5% of full precision (46.383)"
 
+# --attn-bits: the text attention packed too, described, loaded and evaluated
+run mode-pack -m "$M" -a "$T/u4.ms" --attn-bits 8 -o "$T/a8" "$T/calib.ms"
+is "$rc" 0 "--attn-bits 8"
+tr -d ' \n' <"$T/a8/config.json" >"$T/cfg8"
+has "$T/cfg8" '"+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj":{"bits":8}' "dynamic rule: the attention at 8 bits"
+has "$T/cfg8" '"attn_bits":8' "attn_bits in the mode section"
+has "$T/a8/README.md" "| attention (q/k/v/o_proj) | 8 bits, GPTQ |" "the model card says so"
+mode-cat -m "$T/a8" >"$T/desc8"
+has "$T/desc8" '"I32":624' "qweight, qzeros, g_idx of 4 layers x 4 attention projections more, all bound"
+has "$T/desc8" '"unused":[]' "the attention's full-precision weights are gone"
+mode-eval -m "$T/a8" -o "$T/a8.json" "$T/eval.ms"
+tp=$(tr -d ' \n' <"$T/a8.json" | sed 's/.*"metrics":{"text":{[^}]*"perplexity":\([0-9.e+-]*\)}.*/\1/')
+is "$(awk -v x="$tp" -v w="$(tr -d ' \n' <"$T/w4.json" | sed 's/.*"metrics":{"text":{[^}]*"perplexity":\([0-9.e+-]*\)}.*/\1/')" \
+    'BEGIN { print (x != w && x <= 46.3828883135474 * 1.015) ? "yes" : "no" }')" yes "W4 experts + W8 attention: text perplexity $tp, not W4's, within 1.5% of full precision"
+run mode-pack -m "$M" -a "$T/u4.ms" --shared-bits 4 -o "$T/x" "$T/calib.ms"
+is "$rc" 64 "--shared-bits on a model without shared experts: exit 64"
+has "$T/err" "has no shared experts" "says why"
+run mode-pack -m "$M" -a "$T/u4.ms" --attn-bits 5 -o "$T/x" "$T/calib.ms"
+is "$rc" 64 "--attn-bits 5: exit 64"
+
 # a mixed allocation (the hand-made freq/sens streams carry emoji-vl's identity)
 mode-cat -J -o "$T/freq.ms" "$S/freq.jsonl"
 mode-cat -J -o "$T/sens.ms" "$S/sens.jsonl"
