@@ -58,7 +58,8 @@ ifeq ($(CUDA_ON),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(NVCC)))
   # sm_90 = Hopper (H100/H200), the lent GPU machine; override CUDA_ARCH for other cards
   NVCCFLAGS ?= -std=c++17 -O2 -g -arch=sm_$(CUDA_ARCH) -Xcompiler -Wall
-  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcudart -lstdc++
+  # cuBLAS and cuSOLVER: GEMMs and the Cholesky factorisations of kernels/gptq.cu
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
 endif
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(PKG_CFLAGS)

@@ -51,6 +51,12 @@ extern "C" int mode_cuda_download(void *dst, const void *d_src, size_t nbytes, s
     return MODE_OK;
 }
 
+extern "C" int mode_cuda_copy(void *d_dst, const void *d_src, size_t nbytes, struct mode_err *err)
+{
+    CUDA_CHECK(cudaMemcpy(d_dst, d_src, nbytes, cudaMemcpyDeviceToDevice), err);
+    return MODE_OK;
+}
+
 extern "C" int mode_cuda_sync(struct mode_err *err)
 {
     CUDA_CHECK(cudaDeviceSynchronize(), err);

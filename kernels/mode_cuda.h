@@ -34,6 +34,8 @@ int mode_cuda_malloc(void **d_p, size_t nbytes, struct mode_err *err);
 void mode_cuda_free(void *d_p);
 int mode_cuda_upload(void *d_dst, const void *src, size_t nbytes, struct mode_err *err);
 int mode_cuda_download(void *dst, const void *d_src, size_t nbytes, struct mode_err *err);
+/* device to device */
+int mode_cuda_copy(void *d_dst, const void *d_src, size_t nbytes, struct mode_err *err);
 int mode_cuda_sync(struct mode_err *err);
 
 /* d_dst[i] = (float) d_src[i] for i < n; t is MODE_F32, MODE_F16 or MODE_BF16 (checkpoint
@@ -65,6 +67,25 @@ int mode_qmoe_decode_cuda(const struct mode_qmoe_layer *L, int T, int k, const f
 int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts,
                          const float *d_weights, int n_pool, float *d_act, float *d_out, int iters, double *median_us,
                          double *graph_us, struct mode_err *err);
+
+/* ---- GPTQ (gptq.cu; lib/gptq.h describes the batch and its reference mode_gptq_ref) ---- */
+struct mode_gptq_batch;
+
+/* The batch on the GPU: its arrays are device memory except hidx, bits and info (host). Runs on
+ * `stream`; synchronises once (to read the factorisation's status) and returns with the column
+ * loop queued: synchronise before reading the outputs. */
+int mode_gptq_cuda(struct mode_gptq_batch *b, void *stream, struct mode_err *err);
+
+/* d_H (cols, cols) = alpha · XᵀX of d_X (rows, cols) f32, in double (cuBLAS dsyrk); d_Xd is
+ * scratch (rows, cols) f64. Reference: mode_hessian_add / mode_hessian_get (lib/quant.h), where
+ * alpha = 2/N. */
+int mode_hessian_cuda(const float *d_X, int64_t rows, int64_t cols, double alpha, double *d_Xd, double *d_H, void *stream,
+                      struct mode_err *err);
+
+/* The whole job from host memory: each Hessian h from its calibration rows X[h] (n_x[h], cols)
+ * as 2/n_x[h] XᵀX, the batch, the outputs back into b's host arrays (b->H and b->work are not
+ * used: the device holds them). What mode_gptq_rows (lib/gptq.h) calls for MODE_DEVICE_CUDA. */
+int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const int64_t *n_x, struct mode_err *err);
 
 #ifdef __cplusplus
 }

@@ -29,6 +29,11 @@ int mode_cuda_download(void *dst, const void *d_src, size_t nbytes, struct mode_
     (void)dst, (void)d_src, (void)nbytes;
     return UNAVAILABLE(err);
 }
+int mode_cuda_copy(void *d_dst, const void *d_src, size_t nbytes, struct mode_err *err)
+{
+    (void)d_dst, (void)d_src, (void)nbytes;
+    return UNAVAILABLE(err);
+}
 int mode_cuda_sync(struct mode_err *err) { return UNAVAILABLE(err); }
 int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_dst, void *stream, struct mode_err *err)
 {
@@ -46,5 +51,20 @@ int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const fl
 {
     (void)L, (void)T, (void)k, (void)d_x, (void)d_experts, (void)d_weights, (void)n_pool, (void)d_act, (void)d_out, (void)iters,
         (void)median_us, (void)graph_us;
+    return UNAVAILABLE(err);
+}
+int mode_gptq_cuda(struct mode_gptq_batch *b, void *stream, struct mode_err *err)
+{
+    (void)b, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_hessian_cuda(const float *d_X, int64_t rows, int64_t cols, double alpha, double *d_Xd, double *d_H, void *stream, struct mode_err *err)
+{
+    (void)d_X, (void)rows, (void)cols, (void)alpha, (void)d_Xd, (void)d_H, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const int64_t *n_x, struct mode_err *err)
+{
+    (void)b, (void)X, (void)n_x;
     return UNAVAILABLE(err);
 }

@@ -40,6 +40,9 @@ enum {
     MODE_EIO = 74,          /* read or write error, a full disk included */
 };
 
+/* where the heavy stages compute (--device): the CPU (OpenBLAS) or the CUDA kernels of kernels/ */
+enum mode_device { MODE_DEVICE_CPU = 0, MODE_DEVICE_CUDA = 1 };
+
 struct mode_err {
     int code;       /* MODE_OK or the status of the first failure */
     char msg[1024]; /* one line, no trailing newline, no program name */

@@ -1,5 +1,6 @@
 /* pack.c — layer-by-layer GPTQ of the routed experts at their allocated widths (see pack.h). */
 #include "pack.h"
+#include "gptq.h"
 #include "gptqpack.h"
 #include "ops.h"
 #include "quant.h"
@@ -67,6 +68,40 @@ static void proj_free(struct mode_pack_proj *p)
     memset(p, 0, sizeof *p);
 }
 
+/* p's arrays for an (n, k) projection at `bits` in G groups; deq (n, k) is the caller's */
+static int proj_alloc(struct mode_pack_proj *p, int64_t n, int64_t k, int64_t G, int bits, float *deq, struct mode_err *err)
+{
+    p->bits = bits, p->n = n, p->k = k, p->g = G, p->deq = deq;
+    p->qweight = malloc(sizeof *p->qweight * (size_t)(k * bits / 32 * n));
+    p->qzeros = malloc(sizeof *p->qzeros * (size_t)(G * n * bits / 32));
+    p->scales = malloc(sizeof *p->scales * (size_t)(G * n));
+    p->g_idx = malloc(sizeof *p->g_idx * (size_t)k);
+    if (!p->qweight || !p->qzeros || !p->scales || !p->g_idx) return mode_err_oom(err, (size_t)(n * k), "packing");
+    return MODE_OK;
+}
+
+/* From the quantizer's levels q (n, k), scales sc and zeros z (n, G) and p->g_idx: p's f16
+ * scales, the dequantised weights formed from exactly those (what a loader gets), the packed
+ * words. */
+static int proj_finish(struct mode_pack_proj *p, const uint8_t *q, const float *sc, const float *z, bool v1, int64_t *zero_lost,
+                       struct mode_err *err)
+{
+    const int64_t n = p->n, k = p->k, G = p->g;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < G; j++) p->scales[j * n + r] = mode_f32_to_f16(sc[r * G + j]);
+    float *deq = (float *)p->deq;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t c = 0; c < k; c++) {
+            const int64_t j = p->g_idx[c];
+            deq[r * k + c] = mode_f16_to_f32(p->scales[j * n + r]) * ((float)q[r * k + c] - z[r * G + j]);
+        }
+    if (mode_gptq_pack_qweight(q, n, k, p->bits, p->qweight)) return mode_err_oom(err, (size_t)k * 4, "packing");
+    const int64_t lost = mode_gptq_pack_qzeros(z, n, G, p->bits, v1, p->qzeros);
+    if (lost < 0) return mode_err_oom(err, (size_t)n * 4, "packing");
+    *zero_lost += lost;
+    return MODE_OK;
+}
+
 /* quantize W (n, k) with H (or RTN when H is NULL) into p, and its dequantised weights into deq */
 static int quant_proj(const float *W, int64_t n, int64_t k, const double *H, int bits, const struct mode_pack_opts *o, bool v1,
                       struct mode_pack_proj *p, float *deq, int64_t *zero_lost, struct mode_err *err)
@@ -74,35 +109,158 @@ static int quant_proj(const float *W, int64_t n, int64_t k, const double *H, int
     struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H};
     int64_t g, G;
     int rc;
-    if ((rc = mode_quant_groups(&qo, k, &g, &G, err)) || (rc = mode_gptq_check_dims(n, k, bits, err))) return rc;
-    p->bits = bits, p->n = n, p->k = k, p->g = G, p->deq = deq;
+    if ((rc = mode_quant_groups(&qo, k, &g, &G, err)) || (rc = mode_gptq_check_dims(n, k, bits, err)) ||
+        (rc = proj_alloc(p, n, k, G, bits, deq, err)))
+        return rc;
     uint8_t *q = malloc((size_t)(n * k));
     float *sc = malloc(sizeof *sc * (size_t)(n * G)), *z = malloc(sizeof *z * (size_t)(n * G));
-    p->qweight = malloc(sizeof *p->qweight * (size_t)(k * bits / 32 * n));
-    p->qzeros = malloc(sizeof *p->qzeros * (size_t)(G * n * bits / 32));
-    p->scales = malloc(sizeof *p->scales * (size_t)(G * n));
-    p->g_idx = malloc(sizeof *p->g_idx * (size_t)k);
-    if (!q || !sc || !z || !p->qweight || !p->qzeros || !p->scales || !p->g_idx) {
+    if (!q || !sc || !z) {
         free(q), free(sc), free(z);
         return mode_err_oom(err, (size_t)(n * k) * 2, "packing");
     }
     struct mode_quant_out out = {q, sc, z, p->g_idx, NULL};
     rc = H ? mode_quant_gptq(W, n, k, H, &qo, &out, err) : mode_quant_rtn(W, n, k, &qo, &out, err);
-    if (!rc) {
-        /* scales (G, N) f16; the dequantised weights from exactly those */
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t j = 0; j < G; j++) p->scales[j * n + r] = mode_f32_to_f16(sc[r * G + j]);
-        for (int64_t r = 0; r < n; r++)
-            for (int64_t c = 0; c < k; c++) {
-                const int64_t j = p->g_idx[c];
-                deq[r * k + c] = mode_f16_to_f32(p->scales[j * n + r]) * ((float)q[r * k + c] - z[r * G + j]);
-            }
-        if (mode_gptq_pack_qweight(q, n, k, bits, p->qweight)) rc = mode_err_oom(err, (size_t)k * 4, "packing");
-        int64_t lost = rc ? 0 : mode_gptq_pack_qzeros(z, n, G, bits, v1, p->qzeros);
-        if (lost < 0) rc = mode_err_oom(err, (size_t)n * 4, "packing");
-        else *zero_lost += lost;
-    }
+    if (!rc) rc = proj_finish(p, q, sc, z, v1, zero_lost, err);
     free(q), free(sc), free(z);
+    return rc;
+}
+
+/* One batch of GPTQ (mode_gptq_rows on o->device): weights W (n_mat, n, k), weight m with rows
+ * X[hidx[m]] and width bits[m]; each result finished into projs[m] with its deq[m]. */
+static int batch_projs(int n_h, int n_mat, int64_t n, int64_t k, const float *W, const float *const *X, const int64_t *n_x, const int32_t *hidx,
+                       const uint8_t *bits, const struct mode_pack_opts *o, struct mode_pack_proj *const *projs, float *const *deq,
+                       int64_t *zero_lost, struct mode_err *err)
+{
+    struct mode_quant_opts qo = {.bits = 4, .group = o->group};
+    int64_t g, G;
+    int rc = mode_quant_groups(&qo, k, &g, &G, err);
+    if (rc) return rc;
+    int32_t *info = malloc(sizeof *info * (size_t)n_h), *gidx = malloc(sizeof *gidx * (size_t)(n_h * k));
+    uint8_t *q = malloc((size_t)n_mat * (size_t)(n * k));
+    float *dq = malloc(sizeof *dq * (size_t)n_mat * (size_t)(n * k)), *sc = malloc(sizeof *sc * (size_t)n_mat * (size_t)(n * G)),
+          *z = malloc(sizeof *z * (size_t)n_mat * (size_t)(n * G));
+    if (!info || !gidx || !q || !dq || !sc || !z) rc = mode_err_oom(err, (size_t)n_mat * (size_t)(n * k) * 9, "a GPTQ batch");
+    struct mode_gptq_batch b = {.n_h = n_h, .n_mat = n_mat, .rows = n, .cols = k, .group = o->group, .sym = o->sym, .act_order = o->act_order,
+                                .hidx = hidx, .bits = bits, .W = W, .deq = dq, .q = q, .scale = sc, .zero = z, .g_idx = gidx, .info = info};
+    if (!rc) rc = mode_gptq_rows(&b, X, n_x, o->device, err);
+    for (int m = 0; m < n_mat && !rc; m++) {
+        struct mode_pack_proj *p = projs[m];
+        if ((rc = mode_gptq_check_dims(n, k, bits[m], err)) || (rc = proj_alloc(p, n, k, G, bits[m], deq[m], err))) break;
+        memcpy(p->g_idx, gidx + (size_t)hidx[m] * (size_t)k, sizeof *gidx * (size_t)k);
+        rc = proj_finish(p, q + (size_t)m * (size_t)(n * k), sc + (size_t)m * (size_t)(n * G), z + (size_t)m * (size_t)(n * G), o->gptq_v1,
+                         zero_lost, err);
+    }
+    free(info), free(gidx), free(q), free(dq), free(sc), free(z);
+    return rc;
+}
+
+#define PACK_CHUNK 32 /* experts per GPTQ batch: bounds the gathered rows and the device memory */
+
+/* one expert's projection p as f32 (n, k) into dst */
+static int expert_f32(const struct mode_model *m, int l, int e, enum mode_proj p, float *dst, struct mode_err *err)
+{
+    struct mode_mat w;
+    int rc = mode_model_expert(m, l, e, p, &w, err);
+    return rc ? rc : mode_mat_to_f32(&w, dst, err);
+}
+
+/* The experts of layer l in batches (mode_gptq_rows on o->device): for a chunk of experts, gate
+ * and up sharing each expert's Hessian, then the down projections with the Hessians of their
+ * activations through the quantized gate and up; 16-bit experts kept and experts with too few
+ * tokens rounded to nearest as in the expert-by-expert path, whose results this equals (the
+ * same Hessians and algorithm; lib/gptq.h). */
+static int experts_batched(const struct mode_model *m, int l, struct cap *c, const int *bits, const struct mode_pack_opts *o,
+                           struct mode_pack_layer *L, struct mode_err *err)
+{
+    const struct mode_text_config *t = &m->cfg.text;
+    const int E = t->n_expert, K = (int)c->k;
+    const int64_t D = t->n_embd, I = t->n_ff_exp, N = c->N;
+    int rc = MODE_OK;
+    int *list = malloc(sizeof *list * (size_t)E), *slot = malloc(sizeof *slot * (size_t)E);
+    float *wtmp = malloc(sizeof *wtmp * (size_t)(3 * I * D));
+    if (!list || !slot || !wtmp) {
+        free(list), free(slot), free(wtmp);
+        return mode_err_oom(err, sizeof *wtmp * (size_t)(3 * I * D), "experts");
+    }
+    for (int e = 0; e < E; e++) L->tokens[e] = 0;
+    for (int64_t z = 0; z < N * K; z++) L->tokens[c->ex[z]]++; /* a token's k experts are distinct */
+    int nl = 0;
+    for (int e = 0; e < E && !rc; e++) {
+        const int be = bits[(size_t)l * E + e];
+        if (be >= 16) { /* kept */
+            for (int p = 0; p < 3 && !rc; p++) {
+                struct mode_pack_proj *pp = &L->proj[e * 3 + p];
+                pp->bits = 16, pp->n = p == 2 ? D : I, pp->k = p == 2 ? I : D;
+                if (!(pp->weight = malloc(sizeof *pp->weight * (size_t)(I * D)))) rc = mode_err_oom(err, (size_t)(I * D) * 4, "an expert");
+                else rc = expert_f32(m, l, e, (enum mode_proj)p, pp->weight, err);
+                pp->deq = pp->weight;
+            }
+            continue;
+        }
+        c->gu[e] = malloc(sizeof *c->gu[e] * (size_t)(2 * I * D));
+        c->dn[e] = malloc(sizeof *c->dn[e] * (size_t)(D * I));
+        if (!c->gu[e] || !c->dn[e]) {
+            rc = mode_err_oom(err, (size_t)(3 * I * D) * 4, "an expert");
+            break;
+        }
+        if (L->tokens[e] >= o->min_tokens && L->tokens[e] > 0) {
+            list[nl++] = e;
+            continue;
+        }
+        L->n_rtn++;
+        for (int p = 0; p < 3 && !rc; p++) rc = expert_f32(m, l, e, (enum mode_proj)p, wtmp + (size_t)p * I * D, err);
+        for (int p = 0; p < 3 && !rc; p++)
+            rc = quant_proj(wtmp + (size_t)p * I * D, p == 2 ? D : I, p == 2 ? I : D, NULL, be, o, o->gptq_v1, &L->proj[e * 3 + p],
+                            p == 2 ? c->dn[e] : c->gu[e] + (size_t)p * I * D, &L->zero_lost, err);
+    }
+    for (int c0 = 0; c0 < nl && !rc; c0 += PACK_CHUNK) {
+        const int C = nl - c0 < PACK_CHUNK ? nl - c0 : PACK_CHUNK;
+        int64_t tot = 0, most = 0, n_x[PACK_CHUNK], off[PACK_CHUNK];
+        for (int j = 0; j < C; j++) {
+            n_x[j] = L->tokens[list[c0 + j]], off[j] = tot, tot += n_x[j];
+            most = n_x[j] > most ? n_x[j] : most;
+        }
+        float *X = malloc(sizeof *X * (size_t)(tot * D)), *act = malloc(sizeof *act * (size_t)(tot * I)), *h2 = malloc(sizeof *h2 * (size_t)(most * 2 * I)),
+              *W = malloc(sizeof *W * (size_t)(2 * C) * (size_t)(I * D));
+        if (!X || !act || !h2 || !W) rc = mode_err_oom(err, sizeof *X * (size_t)(tot * D), "a chunk of experts");
+        /* each expert's calibration rows, in row order */
+        int64_t fill[PACK_CHUNK] = {0};
+        for (int e = 0; e < E; e++) slot[e] = -1;
+        for (int j = 0; j < C; j++) slot[list[c0 + j]] = j;
+        for (int64_t r = 0; r < N && !rc; r++)
+            for (int j = 0; j < K; j++) {
+                const int q = slot[c->ex[r * K + j]];
+                if (q >= 0) memcpy(X + (off[q] + fill[q]++) * D, c->x + r * D, sizeof *X * (size_t)D);
+            }
+        const float *Xp[PACK_CHUNK], *Ap[PACK_CHUNK];
+        int32_t hidx[2 * PACK_CHUNK];
+        uint8_t bw[2 * PACK_CHUNK];
+        struct mode_pack_proj *projs[2 * PACK_CHUNK];
+        float *deq[2 * PACK_CHUNK];
+        for (int j = 0; j < C && !rc; j++) {
+            const int e = list[c0 + j];
+            Xp[j] = X + off[j] * D, Ap[j] = act + off[j] * I;
+            for (int p = 0; p < 2; p++) {
+                hidx[2 * j + p] = j, bw[2 * j + p] = (uint8_t)bits[(size_t)l * E + e];
+                projs[2 * j + p] = &L->proj[e * 3 + p], deq[2 * j + p] = c->gu[e] + (size_t)p * I * D;
+                rc = expert_f32(m, l, e, (enum mode_proj)p, W + (size_t)(2 * j + p) * I * D, err);
+            }
+        }
+        if (!rc) rc = batch_projs(C, 2 * C, I, D, W, Xp, n_x, hidx, bw, o, projs, deq, &L->zero_lost, err);
+        /* the down projections' inputs through the quantized gate and up */
+        for (int j = 0; j < C && !rc; j++) {
+            const int e = list[c0 + j];
+            mode_gemm(n_x[j], 2 * I, D, Xp[j], D, c->gu[e], D, true, 0.0f, h2, 2 * I);
+            mode_swiglu_ref(h2, n_x[j], I, act + off[j] * I);
+            hidx[j] = j, bw[j] = (uint8_t)bits[(size_t)l * E + e];
+            projs[j] = &L->proj[e * 3 + 2], deq[j] = c->dn[e];
+            rc = expert_f32(m, l, e, MODE_PROJ_DOWN, W + (size_t)j * D * I, err);
+        }
+        if (!rc) rc = batch_projs(C, C, D, I, W, Ap, n_x, hidx, bw, o, projs, deq, &L->zero_lost, err);
+        if (!rc && o->progress) o->progress(o->progress_ctx, l, list[c0 + C - 1] + 1, E);
+        free(X), free(act), free(h2), free(W);
+    }
+    free(list), free(slot), free(wtmp);
     return rc;
 }
 
@@ -243,7 +401,11 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
         } else if ((rc = run_layer(rt, b, l, snap, &hooks, err)))
             break;
         c.layer = -1;
-        for (int e = 0; moe && e < E && !rc; e++) {
+        if (moe && (o->batched || o->device == MODE_DEVICE_CUDA)) {
+            rc = experts_batched(m, l, &c, bits, o, &L, err);
+            if (rc) break;
+        }
+        for (int e = 0; moe && !(o->batched || o->device == MODE_DEVICE_CUDA) && e < E && !rc; e++) {
             const int be = bits[(size_t)l * E + e];
             struct mode_mat mg, mu, md;
             if ((rc = mode_model_expert(m, l, e, MODE_PROJ_GATE, &mg, err)) || (rc = mode_model_expert(m, l, e, MODE_PROJ_UP, &mu, err)) ||

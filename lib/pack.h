@@ -28,6 +28,8 @@ struct mode_pack_opts {
     bool sym, act_order, fp_inputs, gptq_v1;
     int64_t min_tokens;
     int start_layer; /* resume: layers before it are done, b->h holds their output */
+    enum mode_device device; /* CUDA: the experts' GPTQ (Hessians included) in batches on the GPU */
+    bool batched;            /* the batched path (lib/gptq.h) on the CPU too: what CUDA runs, for tests */
     void (*progress)(void *ctx, int layer, int expert, int n_expert);
     void *progress_ctx;
 };

@@ -25,8 +25,7 @@ int mode_quant_groups(const struct mode_quant_opts *o, int64_t cols, int64_t *gr
     return MODE_OK;
 }
 
-/* scale and zero of values x[0..n) at stride s (one row of a group) */
-static void find_params(const double *x, int64_t n, int64_t s, int maxq, bool sym, double *scale, double *zero)
+void mode_quant_params(const double *x, int64_t n, int64_t s, int maxq, bool sym, double *scale, double *zero)
 {
     double lo = 0, hi = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -46,7 +45,7 @@ static void find_params(const double *x, int64_t n, int64_t s, int maxq, bool sy
     *zero = sym ? (maxq + 1) / 2 : rint(-lo / sc);
 }
 
-static double quantize(double w, double scale, double zero, int maxq, uint8_t *q)
+double mode_quant_level(double w, double scale, double zero, int maxq, uint8_t *q)
 {
     double v = rint(w / scale) + zero;
     if (!(v >= 0)) v = 0; /* NaN too */
@@ -66,10 +65,10 @@ int mode_quant_rtn_f64(const double *W, int64_t rows, int64_t cols, const struct
         for (int64_t k = 0; k < ng; k++) {
             double sc, z;
             const double *x = W + r * cols + k * g;
-            find_params(x, g, 1, maxq, o->sym, &sc, &z);
+            mode_quant_params(x, g, 1, maxq, o->sym, &sc, &z);
             for (int64_t j = 0; j < g; j++) {
                 const int64_t i = r * cols + k * g + j;
-                double d = quantize(W[i], sc, z, maxq, q ? &q[i] : NULL);
+                double d = mode_quant_level(W[i], sc, z, maxq, q ? &q[i] : NULL);
                 if (deq) deq[i] = d;
             }
         }
@@ -88,13 +87,13 @@ int mode_quant_rtn(const float *W, int64_t rows, int64_t cols, const struct mode
         for (int64_t k = 0; k < ng; k++) {
             for (int64_t j = 0; j < g; j++) x[j] = W[r * cols + k * g + j];
             double sc, z;
-            find_params(x, g, 1, maxq, o->sym, &sc, &z);
+            mode_quant_params(x, g, 1, maxq, o->sym, &sc, &z);
             if (out->scale) out->scale[r * ng + k] = (float)sc;
             if (out->zero) out->zero[r * ng + k] = (float)z;
             for (int64_t j = 0; j < g; j++) {
                 const int64_t i = r * cols + k * g + j;
                 uint8_t qq;
-                double d = quantize(x[j], sc, z, maxq, &qq);
+                double d = mode_quant_level(x[j], sc, z, maxq, &qq);
                 if (out->q) out->q[i] = qq;
                 if (out->deq) out->deq[i] = (float)d;
             }
@@ -251,7 +250,7 @@ int mode_quant_gptq_f64(const double *W0, int64_t rows, int64_t cols, const doub
                 double *tmp = Q; /* scratch row */
                 for (int64_t r = 0; r < rows; r++) {
                     for (int64_t j = c; j < ge; j++) tmp[j - c] = j < i2 ? W1[r * cnt + (j - i1)] : W[r * n + j];
-                    find_params(tmp, ge - c, 1, maxq, o->sym, &gs[r], &gz[r]);
+                    mode_quant_params(tmp, ge - c, 1, maxq, o->sym, &gs[r], &gz[r]);
                 }
                 const int64_t k = c / g;
                 for (int64_t r = 0; r < rows; r++) {
@@ -263,7 +262,7 @@ int mode_quant_gptq_f64(const double *W0, int64_t rows, int64_t cols, const doub
             for (int64_t r = 0; r < rows; r++) {
                 double *w = W + r * n;
                 uint8_t qq;
-                const double dq = quantize(w[c], gs[r], gz[r], maxq, &qq);
+                const double dq = mode_quant_level(w[c], gs[r], gz[r], maxq, &qq);
                 q[r * n + c] = qq;
                 const double e = (w[c] - dq) / d;
                 Err[r * B + i] = e;

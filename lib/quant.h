@@ -51,6 +51,11 @@ struct mode_quant_out {
  * group smaller than cols does not divide it, or bits is not 2, 3, 4 or 8. */
 int mode_quant_groups(const struct mode_quant_opts *o, int64_t cols, int64_t *group, int64_t *n_groups, struct mode_err *err);
 
+/* The group rule above: scale and zero of the n values x[0], x[s], ... for levels 0..maxq. */
+void mode_quant_params(const double *x, int64_t n, int64_t s, int maxq, bool sym, double *scale, double *zero);
+/* w's level (into *q when not NULL) and its dequantised value scale · (level − zero). */
+double mode_quant_level(double w, double scale, double zero, int maxq, uint8_t *q);
+
 /* Round-to-nearest of W (rows, cols), row-major f32. */
 int mode_quant_rtn(const float *W, int64_t rows, int64_t cols, const struct mode_quant_opts *o, struct mode_quant_out *out,
                    struct mode_err *err);

@@ -12,6 +12,7 @@
 #include "../../lib/pack.h"
 #include "../../lib/sha256.h"
 #include "../common/cli.h"
+#include "../common/device.h"
 #include "../common/input.h"
 
 #include <dirent.h>
@@ -27,7 +28,7 @@
 static const char usage_text[] =
     "usage: mode-pack -m DIR -a ALLOC -o OUTDIR [--group N] [--sym] [--act-order] [--min-tokens N]\n"
     "                 [--fp-inputs] [--attn-bits B] [--shared-bits B] [--format gptq|gptq_v2] [--samples N]\n"
-    "                 [--max-shard-size BYTES] [--resume] [--threads N] [SAMPLES]\n"
+    "                 [--max-shard-size BYTES] [--resume] [--device cpu|cuda|auto] [--threads N] [SAMPLES]\n"
     "  -m, --model DIR        the full-precision checkpoint\n"
     "  -a, --alloc FILE       the alloc stream (mode-ilp): each routed expert's width\n"
     "  -o, --output DIR       the packed checkpoint, written atomically (must not exist)\n"
@@ -43,6 +44,8 @@ static const char usage_text[] =
     "      --samples N        only the first N calibration samples\n"
     "      --max-shard-size B shard the safetensors at B bytes (K/M/G suffixes; default 4G)\n"
     "      --resume           continue an interrupted run from OUTDIR.resume/\n"
+    "      --device D         where GPTQ runs: cpu, cuda (the experts' Hessians and GPTQ in batches on the\n"
+    "                         GPU) or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is the calibration samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
@@ -248,7 +251,7 @@ static void copy_side_files(const char *src, const struct mode_outdir *od)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-pack");
-    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED };
+    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"alloc", required_argument, 0, 'a'},
         {"output", required_argument, 0, 'o'},      {"group", required_argument, 0, OPT_GROUP},
@@ -257,10 +260,11 @@ int main(int argc, char **argv)
         {"format", required_argument, 0, OPT_FORMAT}, {"samples", required_argument, 0, OPT_SAMPLES},
         {"max-shard-size", required_argument, 0, OPT_SHARD}, {"resume", no_argument, 0, OPT_RESUME},
         {"threads", required_argument, 0, OPT_THREADS}, {"attn-bits", required_argument, 0, OPT_ATTN},
-        {"shared-bits", required_argument, 0, OPT_SHARED}, {"help", no_argument, 0, 'h'},
+        {"shared-bits", required_argument, 0, OPT_SHARED}, {"device", required_argument, 0, OPT_DEVICE},
+        {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},           {0, 0, 0, 0},
     };
-    const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL;
+    const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL, *device = NULL;
     struct mode_pack_opts o = {.group = 128, .min_tokens = 32};
     bool resume = false;
     int64_t n_samples = -1;
@@ -303,6 +307,7 @@ int main(int argc, char **argv)
             break;
         case OPT_SHARD: shard = parse_size(optarg); break;
         case OPT_RESUME: resume = true; break;
+        case OPT_DEVICE: device = optarg; break;
         case OPT_THREADS:
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
@@ -315,6 +320,7 @@ int main(int argc, char **argv)
     if (!model_dir || !alloc_path || !outdir) mode_die(MODE_EUSAGE, "-m DIR, -a ALLOC and -o OUTDIR are required");
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most");
     if (file_exists(outdir)) mode_die(MODE_ECANTCREAT, "%s exists: mode-pack does not overwrite a checkpoint", outdir);
+    o.device = mode_cli_device(device);
     mode_ops_threads((int)threads);
 
     struct mode_model m;
@@ -504,6 +510,7 @@ int main(int argc, char **argv)
     json_object_set_new(mode, "min_tokens", json_integer(o.min_tokens));
     json_object_set_new(mode, "fp_inputs", json_boolean(o.fp_inputs));
     json_object_set_new(mode, "attn_bits", json_integer(o.attn_bits ? o.attn_bits : 16));
+    json_object_set_new(mode, "gptq_device", json_string(mode_device_name(o.device)));
     json_object_set_new(mode, "rtn_fallback_experts", json_integer(r.rtn));
     if (o.attn_bits) json_object_set_new(mode, "rtn_fallback_attention_layers", json_integer(r.attn_rtn));
     json_object_set_new(mode, "calibration_samples", json_integer(n));

@@ -50,6 +50,15 @@ is "$rc" 64 "--shared-bits on a model without shared experts: exit 64"
 has "$T/err" "has no shared experts" "says why"
 run mode-pack -m "$M" -a "$T/u4.ms" --attn-bits 5 -o "$T/x" "$T/calib.ms"
 is "$rc" 64 "--attn-bits 5: exit 64"
+run mode-pack -m "$M" -a "$T/u4.ms" --device gpu -o "$T/x" "$T/calib.ms"
+is "$rc" 64 "--device gpu: exit 64"
+run mode-pack -m "$T/missing" -a "$T/u4.ms" --device cuda -o "$T/x" "$T/calib.ms"
+if [ "$rc" = 69 ]; then
+    has "$T/err" "mode-pack: --device cuda: CUDA is unavailable" "--device cuda without a GPU: exit 69, the reason named"
+else
+    is "$rc" 66 "--device cuda with a GPU: goes on (to the missing model)"
+fi
+has "$T/cfg" '"gptq_device":"' "the config records the device GPTQ ran on"
 
 # a mixed allocation (the hand-made freq/sens streams carry emoji-vl's identity)
 mode-cat -J -o "$T/freq.ms" "$S/freq.jsonl"

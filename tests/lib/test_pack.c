@@ -7,6 +7,7 @@
 #include "../../lib/gptqpack.h"
 #include "../../lib/ops.h"
 #include "../../lib/pack.h"
+#include "../../lib/sha256.h"
 #include "../../lib/stream.h"
 #include "tap.h"
 
@@ -17,7 +18,20 @@
 struct seen {
     int layers, attn_layers;
     int64_t projs, mismatched, bad_shape, by_bits[17];
+    struct mode_sha256 sh; /* of every packed tensor, in order */
 };
+
+static void digest(struct seen *s, const struct mode_pack_proj *q)
+{
+    if (q->bits >= 16) {
+        mode_sha256_update(&s->sh, q->weight, sizeof *q->weight * (size_t)(q->n * q->k));
+        return;
+    }
+    mode_sha256_update(&s->sh, q->qweight, 4 * (size_t)(q->k * q->bits / 32 * q->n));
+    mode_sha256_update(&s->sh, q->qzeros, 4 * (size_t)(q->g * q->n * q->bits / 32));
+    mode_sha256_update(&s->sh, q->scales, 2 * (size_t)(q->g * q->n));
+    mode_sha256_update(&s->sh, q->g_idx, 4 * (size_t)q->k);
+}
 
 /* 0 when the packed tensors of q dequantise to exactly q->deq */
 static int64_t check_proj(const struct mode_pack_proj *q)
@@ -44,12 +58,14 @@ static int emit(void *ctx, const struct mode_pack_layer *l, const struct mode_rt
     for (int p = 0; l->has_attn && p < 4; p++) {
         s->projs++;
         s->mismatched += check_proj(&l->attn[p]);
+        digest(s, &l->attn[p]);
         s->bad_shape += l->attn[p].n != want[p][0] || l->attn[p].k != want[p][1] || l->attn[p].bits != 3;
     }
     for (int i = 0; i < l->n_expert * 3; i++) {
         s->projs++;
         s->by_bits[l->proj[i].bits]++;
         s->mismatched += check_proj(&l->proj[i]);
+        digest(s, &l->proj[i]);
     }
     return MODE_OK;
 }
@@ -120,6 +136,7 @@ int main(void)
     for (int i = 0; i < L * NE; i++) bits[i] = cycle[i % 5];
     struct mode_pack_opts o = {.group = 32, .min_tokens = 32, .attn_bits = 3};
     struct seen s = {0};
+    mode_sha256_init(&s.sh);
     int rc = mode_pack_run(&rt, &b, bits, &o, emit, &s, &err);
     ok(rc == MODE_OK, "mode_pack_run at mixed widths with --attn-bits 3: %s", rc ? err.msg : "ok");
     is_int(s.layers, L, "every decoder layer is emitted");
@@ -127,6 +144,19 @@ int main(void)
     is_int(s.bad_shape, 0, "q/k/v/o_proj at their shapes and 3 bits");
     ok(s.by_bits[2] && s.by_bits[3] && s.by_bits[4] && s.by_bits[8] && s.by_bits[16], "experts at 2, 3, 4, 8 and 16 bits");
     is_int(s.mismatched, 0, "the dequantised packed tensors of %lld projections equal the calibrated weights bit for bit", (long long)s.projs);
+    mode_rt_batch_free(&b);
+
+    /* the batched path (what --device cuda runs, lib/gptq.h) on the CPU: the same checkpoint */
+    struct seen sb = {0};
+    mode_sha256_init(&sb.sh);
+    if (load(&rt, samples, 64, &b, &err)) return tap_done();
+    o.batched = true;
+    rc = mode_pack_run(&rt, &b, bits, &o, emit, &sb, &err);
+    o.batched = false;
+    char h1[65], h2[65];
+    mode_sha256_hex(&s.sh, h1), mode_sha256_hex(&sb.sh, h2);
+    ok(rc == MODE_OK && sb.mismatched == 0 && sb.projs == s.projs, "the batched path runs: %s", rc ? err.msg : "ok");
+    is_str(h2, h1, "and packs the same tensors, to the bit, as expert by expert");
     mode_rt_batch_free(&b);
 
     /* without --attn-bits: no attention emitted */

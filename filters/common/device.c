@@ -1,0 +1,21 @@
+/* device.c — --device for the heavy filters (device.h). */
+#include "device.h"
+
+#include "../../kernels/mode_cuda.h"
+#include "cli.h"
+
+#include <string.h>
+
+enum mode_device mode_cli_device(const char *arg)
+{
+    struct mode_err err = {0};
+    if (!arg || !strcmp(arg, "auto")) return mode_cuda_available(&err) == MODE_OK ? MODE_DEVICE_CUDA : MODE_DEVICE_CPU;
+    if (!strcmp(arg, "cpu")) return MODE_DEVICE_CPU;
+    if (!strcmp(arg, "cuda")) {
+        if (mode_cuda_available(&err)) mode_die(MODE_EUNAVAILABLE, "--device cuda: %s", err.msg);
+        return MODE_DEVICE_CUDA;
+    }
+    mode_die(MODE_EUSAGE, "--device: '%s' is not cpu, cuda or auto", arg);
+}
+
+const char *mode_device_name(enum mode_device d) { return d == MODE_DEVICE_CUDA ? "cuda" : "cpu"; }

@@ -1,0 +1,21 @@
+#!/bin/sh
+# device-bundle.sh — here, before a run on the lent GPU machine: builds with CUDA, then packs the
+# programs, the CUDA tests and benchmarks and the libraries they need into .device/bundle.tar.gz
+# (.device/ is ignored: .git/info/exclude), without the CUDA libraries (cudart, cuBLAS, cuSOLVER:
+# the GPU machine has its own CUDA 13, and cuBLAS alone exceeds the 64 MiB that travels) and
+# without the C runtime. Then, on the machine: tests/kernels/device-check.sh (carry .device).
+set -eu
+cd "$(dirname "$0")/../.."
+make CUDA=1 -j"$(nproc)" all bench build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq >/dev/null
+d=$(mktemp -d)
+trap 'rm -rf "$d"' EXIT
+skip='/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libstdc\+\+|libgcc_s|libz|libcudart|libcublas|libcublasLt|libcusolver|libcusparse|libnvJitLink)\.so'
+for b in bin/mode-* build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/bench/bench_gptq build/bench/bench_qmoe; do
+    cp -f "$b" "$d/"
+    ldd "$b" | awk '/=>/ { print $3 }' | grep -v -E "$skip" | while read -r lib; do
+        [ -n "$lib" ] && cp -fL "$lib" "$d/"
+    done
+done
+mkdir -p .device
+tar czf .device/bundle.tar.gz -C "$d" .
+echo "device-bundle: $(ls "$d" | wc -l) files, $(du -h .device/bundle.tar.gz | cut -f1) in .device/bundle.tar.gz"
