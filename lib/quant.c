@@ -9,7 +9,7 @@
 
 /* LAPACK (OpenBLAS ships it) */
 extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info);
+extern void dtrtri_(const char *uplo, const char *diag, const int *n, double *a, const int *lda, int *info);
 
 int mode_quant_groups(const struct mode_quant_opts *o, int64_t cols, int64_t *group, int64_t *n_groups, struct mode_err *err)
 {
@@ -147,22 +147,24 @@ void mode_hessian_get(const struct mode_hessian *h, double *H)
 
 /* ---- GPTQ ------------------------------------------------------------------------------------- */
 
-/* Hinv (n, n) row-major upper: the upper Cholesky factor of (H + damp I)^-1. H is overwritten. */
+/* U (n, n) row-major upper: the upper Cholesky factor of H⁻¹ (H damped), H overwritten. Not by
+ * Cholesky, inverse and Cholesky again as the reference does, but with the reversal J
+ * (J_ij = [i + j = n-1]): J H J = L Lᵀ gives H = R Rᵀ with R = J L J upper, so H⁻¹ = R⁻ᵀ R⁻¹ and
+ * U = R⁻¹ = J L⁻¹ J (upper, positive diagonal: the same factor by uniqueness) — one Cholesky and
+ * one triangular inverse, half the arithmetic (lib/gptq.h; the CUDA kernel does the same). */
 static int inverse_factor(double *H, int n, double *U, struct mode_err *err)
 {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++) U[(size_t)i * n + j] = H[(size_t)(n - 1 - i) * n + (n - 1 - j)];
     int info;
-    dpotrf_("L", &n, H, &n, &info);
+    dpotrf_("L", &n, U, &n, &info);
     if (info) return mode_err_set(err, MODE_EDATA, "GPTQ: the damped Hessian is not positive definite (pivot %d): NaN or infinite activations?", info);
-    dpotri_("L", &n, H, &n, &info);
+    dtrtri_("L", "N", &n, U, &n, &info);
     if (info) return mode_err_set(err, MODE_EDATA, "GPTQ: the damped Hessian is singular");
-    /* column-major lower triangle = row-major upper: make it full */
-    for (int i = 0; i < n; i++)
-        for (int j = i + 1; j < n; j++) H[(size_t)j * n + i] = H[(size_t)i * n + j];
-    dpotrf_("U", &n, H, &n, &info);
-    if (info) return mode_err_set(err, MODE_EDATA, "GPTQ: the inverse Hessian is not positive definite (pivot %d)", info);
-    /* column-major upper U(i, j), i <= j, sits at H[i + j n]: copy it row-major */
-    for (int i = 0; i < n; i++)
-        for (int j = 0; j < n; j++) U[(size_t)i * n + j] = j >= i ? H[(size_t)i + (size_t)j * n] : 0;
+    /* U(c, j) = L⁻¹(n-1-c, n-1-j), column-major element (n-1-c) + (n-1-j) n */
+    for (int c = 0; c < n; c++)
+        for (int j = 0; j < n; j++) H[(size_t)c * n + j] = j >= c ? U[(size_t)(n - 1 - c) + (size_t)(n - 1 - j) * n] : 0;
+    memcpy(U, H, sizeof *U * (size_t)n * n);
     return MODE_OK;
 }
 

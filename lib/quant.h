@@ -14,7 +14,8 @@
  *
  * GPTQ (Frantar et al., the published reference): H = 2/N XᵀX over N calibration rows X; dead
  * columns (H_ii = 0) get H_ii = 1 and W[:, i] = 0; damping 0.01 · mean(diag H) added to the
- * diagonal; the upper Cholesky factor of H⁻¹; columns in blocks of 128, each column quantised,
+ * diagonal; the upper Cholesky factor of H⁻¹ (formed as lib/gptq.h says: one Cholesky of the
+ * reversed matrix and a triangular inverse); columns in blocks of 128, each column quantised,
  * its error spread over the rest of its block at once and over later blocks lazily; a group's
  * scale and zero are found when its first column is reached, from W as updated by earlier blocks
  * only (the reference's behaviour, visible when the group is smaller than the block); optionally

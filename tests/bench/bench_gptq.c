@@ -7,8 +7,9 @@
  *   one expert   mode_gptq_cuda on one 768 x 2048 projection (Hessian given), both factorisations
  *   layer        every expert of a layer: gate and up (256 weights over 128 Hessians 2048²) then
  *                down (128 weights 2048 x 768 over 128 Hessians 768²), both factorisations
- *   cpu          mode_quant_gptq (the path mode-pack takes on the CPU) and mode_gptq_ref on one
- *                768 x 2048 projection, and mode_hessian_add on its 4096 rows
+ *   cpu          mode_quant_gptq (the path mode-pack takes on the CPU) and mode_gptq_ref (the
+ *                kernel's C reference) on one 768 x 2048 projection, and mode_hessian_add on its
+ *                4096 rows
  * GPU times: synchronised host clock around the call (each call is milliseconds; the Hessians are
  * restored from a pristine device copy outside the timed region), warm-up first, median of
  * REPEATS. Inputs random (never zeros). Prints the table last.
@@ -207,7 +208,7 @@ int main(int argc, char **argv)
             mode_quant_gptq(Wg, I, D, H, &o, &out, &err);
             t[it] = now() - t0;
         }
-        add_row("cpu: mode_quant_gptq 768 x 2048", 1e3 * median(t, cr), (gptq_flop(I, D) + 2 * (D * (double)D * D / 3 * 4)) / 1e9, 0);
+        add_row("cpu: mode_quant_gptq 768 x 2048", 1e3 * median(t, cr), (gptq_flop(I, D) + factor_flop(D, 1)) / 1e9, 0);
         int32_t hidx = 0, info = 0;
         uint8_t bits = BITS;
         struct mode_gptq_batch b = {.n_h = 1, .n_mat = 1, .rows = I, .cols = D, .group = GRP, .hidx = &hidx, .bits = &bits, .H = Hc, .W = Wg,

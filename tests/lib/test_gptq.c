@@ -2,7 +2,8 @@
  * kernel: against the float64 goldens of the published algorithm (all four widths of a case in
  * one batch sharing its Hessian: at least 99% of levels equal, none more than one off, output
  * error within 1e-3 relative, as test_quant asks of mode_quant_gptq); against mode_quant_gptq
- * weight by weight on random batches (mixed widths, shared and dead-column Hessians, act order,
+ * (one weight at a time, its own code for the dead columns, the act order and the blocks; the
+ * same factorisation) weight by weight on random batches (mixed widths, shared and dead-column Hessians, act order,
  * groups smaller than, equal to and larger than the 128-column block, a partial last block): the
  * same levels, values and group parameters except on rows that meet a rounding tie (named); the
  * errors: a NaN Hessian, one that is not positive definite, a width and a Hessian index out of
