@@ -17,6 +17,7 @@
 
 #include "../lib/mode.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -67,6 +68,17 @@ int mode_qmoe_decode_cuda(const struct mode_qmoe_layer *L, int T, int k, const f
 int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts,
                          const float *d_weights, int n_pool, float *d_act, float *d_out, int iters, double *median_us,
                          double *graph_us, struct mode_err *err);
+
+/* ---- matrix products (gemm.cu; reference mode_gemm, lib/ops.h) ---- */
+
+/* C (m, n) = A (m, k) · op(B) + beta·C, row-major as mode_gemm takes them (op(B) = Bᵀ when
+ * b_trans: B stored (n, k), an nn.Linear weight), device pointers; cuBLAS SGEMM, f32 accumulation,
+ * no TF32. */
+int mode_gemm_cuda(int64_t m, int64_t n, int64_t k, const float *d_a, int64_t lda, const float *d_b, int64_t ldb, bool b_trans, float beta,
+                   float *d_c, int64_t ldc, void *stream, struct mode_err *err);
+/* The same on host matrices, through device buffers kept between calls (synchronous; k >= 1). */
+int mode_gemm_staged_cuda(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans, float beta,
+                          float *c, int64_t ldc, struct mode_err *err);
 
 /* ---- GPTQ (gptq.cu; lib/gptq.h describes the batch and its reference mode_gptq_ref) ---- */
 struct mode_gptq_batch;

@@ -68,3 +68,15 @@ int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const 
     (void)b, (void)X, (void)n_x;
     return UNAVAILABLE(err);
 }
+int mode_gemm_cuda(int64_t m, int64_t n, int64_t k, const float *d_a, int64_t lda, const float *d_b, int64_t ldb, bool b_trans, float beta,
+                   float *d_c, int64_t ldc, void *stream, struct mode_err *err)
+{
+    (void)m, (void)n, (void)k, (void)d_a, (void)lda, (void)d_b, (void)ldb, (void)b_trans, (void)beta, (void)d_c, (void)ldc, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_gemm_staged_cuda(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans, float beta,
+                          float *c, int64_t ldc, struct mode_err *err)
+{
+    (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)b_trans, (void)beta, (void)c, (void)ldc;
+    return UNAVAILABLE(err);
+}

@@ -1,13 +1,33 @@
 /* ops.c — CPU f32 operations of the runtime, the references of the CUDA kernels (ops.h). */
 #include "ops.h"
 
+#include "../kernels/mode_cuda.h"
+
 #include <cblas.h>
+#include <pthread.h>
 #include <math.h>
 #include <string.h>
 
 void mode_ops_threads(int n)
 {
     if (n > 0) openblas_set_num_threads(n);
+}
+
+static enum mode_device g_device = MODE_DEVICE_CPU;
+static pthread_mutex_t g_dev_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mode_err g_dev_err;
+static int64_t g_fallback;
+
+void mode_ops_device(enum mode_device d) { g_device = d; }
+
+int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err)
+{
+    pthread_mutex_lock(&g_dev_lock);
+    if (n_fallback) *n_fallback = g_fallback;
+    const int rc = g_dev_err.code;
+    if (rc && err) *err = g_dev_err;
+    pthread_mutex_unlock(&g_dev_lock);
+    return rc;
 }
 
 void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
@@ -18,6 +38,14 @@ void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, con
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
         return;
+    }
+    if (g_device == MODE_DEVICE_CUDA && 2 * m * n * k >= MODE_GEMM_CUDA_MIN_FLOP) {
+        struct mode_err e = {0};
+        if (!mode_gemm_staged_cuda(m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc, &e)) return;
+        pthread_mutex_lock(&g_dev_lock);
+        if (!g_dev_err.code) g_dev_err = e;
+        g_fallback++;
+        pthread_mutex_unlock(&g_dev_lock);
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a,
                 (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);

@@ -4,8 +4,9 @@
  * Conventions: row-major; x (n, d) means n rows of d floats; operations on rows are independent.
  * The arithmetic follows transformers' PyTorch code in f32 (RMSNorm and LayerNorm reduce in
  * f32, softmax subtracts the row maximum, GELU variants as torch defines them). GEMMs go to
- * OpenBLAS (multi-threaded; mode_ops_threads sets the thread count). Nothing here allocates
- * except where a scratch argument is absent and said otherwise.
+ * OpenBLAS (multi-threaded; mode_ops_threads sets the thread count), or the large ones to cuBLAS
+ * (mode_ops_device). Nothing here allocates except where a scratch argument is absent and said
+ * otherwise.
  */
 #ifndef MODE_OPS_H
 #define MODE_OPS_H
@@ -18,6 +19,17 @@
 
 /* Threads OpenBLAS may use (0 keeps its default: all cores or OPENBLAS_NUM_THREADS). */
 void mode_ops_threads(int n);
+
+/* Where mode_gemm computes (process-wide, as the thread count): MODE_DEVICE_CUDA sends every
+ * product of at least MODE_GEMM_CUDA_MIN_FLOP through cuBLAS (mode_gemm_staged_cuda: host
+ * matrices copied to the GPU and back), the rest to OpenBLAS. The choice depends on the shape
+ * only, so equal shapes always take the same path (the runtime's row-masked expert overrides
+ * rely on it). A product the GPU fails (out of device memory, say) is computed on the CPU; the
+ * first such failure and their count are kept for mode_ops_device_status. */
+#define MODE_GEMM_CUDA_MIN_FLOP ((int64_t)1 << 23)
+void mode_ops_device(enum mode_device d);
+/* MODE_OK, or the first GPU failure's status and message (*n_fallback products fell back). */
+int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err);
 
 /* C (m, n) = A (m, k) · op(B) + beta·C, op(B) = B^T when b_trans (B stored (n, k), an nn.Linear
  * weight) else B (B stored (k, n)). ldb is B's row stride. */

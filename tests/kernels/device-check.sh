@@ -29,6 +29,7 @@ step() { # name timeout command...
 step test_convert 120 "$D/test_convert"
 step test_qmoe 120 "$D/test_qmoe"
 step test_gptq 300 "$D/test_gptq"
+step test_gemm 120 "$D/test_gemm"
 step bench_gptq 300 "$D/bench_gptq" 5
 step bench_qmoe 180 "$D/bench_qmoe"
 # mode-pack on emoji-vl, GPTQ on each device
