@@ -25,4 +25,18 @@ static inline int mode_cuda_status(cudaError_t e, const char *what, const char *
 /* after a <<<launch>>> */
 #define CUDA_CHECK_LAUNCH(err) CUDA_CHECK(cudaGetLastError(), (err))
 
+#ifdef __CUDACC__
+/* the zero point of output n in group gi of packed qzeros (gptqpack.h: per group a bit stream of
+ * N values of `bits` bits in N·bits/32 words; v2, as stored) */
+__device__ __forceinline__ float mode_zero_at(const uint32_t *__restrict__ qz, int N, int bits, int gi, int n)
+{
+    const int64_t bit = (int64_t)n * bits, wpr = (int64_t)N * bits / 32;
+    const uint32_t *row = qz + gi * wpr;
+    const int64_t w = bit / 32, s = bit % 32;
+    uint64_t v = row[w];
+    if (s + bits > 32) v |= (uint64_t)row[w + 1] << 32;
+    return (float)((v >> s) & ((1u << bits) - 1));
+}
+#endif
+
 #endif

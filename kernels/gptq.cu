@@ -46,10 +46,14 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static cublasStatus_t g_blas_st;
 static cusolverStatus_t g_solver_st;
 
+static void *g_blas_ws;
+enum { BLAS_WS = 32 << 20 }; /* cuBLAS's workspace, ours so that calls can be captured in graphs */
+
 static void make_handles(void)
 {
     g_blas_st = cublasCreate(&g_blas);
     g_solver_st = cusolverDnCreate(&g_solver);
+    if (g_blas_st == CUBLAS_STATUS_SUCCESS && cudaMalloc(&g_blas_ws, BLAS_WS) != cudaSuccess) g_blas_st = CUBLAS_STATUS_ALLOC_FAILED;
 }
 
 int mode_cuda_blas(cudaStream_t stream, cublasHandle_t *blas, cusolverDnHandle_t *solver, struct mode_err *err)
@@ -60,6 +64,7 @@ int mode_cuda_blas(cudaStream_t stream, cublasHandle_t *blas, cusolverDnHandle_t
     CUBLAS_CHECK(g_blas_st, err);
     CUSOLVER_CHECK(g_solver_st, err);
     CUBLAS_CHECK(cublasSetStream(g_blas, stream), err);
+    CUBLAS_CHECK(cublasSetWorkspace(g_blas, g_blas_ws, BLAS_WS), err); /* SetStream resets it */
     CUSOLVER_CHECK(cusolverDnSetStream(g_solver, stream), err);
     if (blas) *blas = g_blas;
     if (solver) *solver = g_solver;

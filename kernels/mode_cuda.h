@@ -45,7 +45,9 @@ int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_d
                       struct mode_err *err);
 
 /* One MoE layer of GPTQ-packed experts (gptqpack.h layout, g_idx trivial, desc_act false), widths
- * per expert 2, 3, 4 or 8. Pointers are device pointers for the CUDA entry points and host pointers
+ * per expert 2, 3, 4, 8, or 16: an expert kept in bf16, its words holding bf16 pairs in the same
+ * layout (word w of column n: input 2w in the low half, 2w + 1 in the high half; K/2 words per
+ * column; its qzeros and scales offsets unused). Pointers are device pointers for the CUDA entry points and host pointers
  * for the reference mode_qmoe_ref (lib/qmoe.h). off (n_expert, 9): element offsets of gate
  * qweight, qzeros, scales, then up's, then down's, into qweight, qzeros and scales. Dimensions
  * and groups multiples of 32, groups dividing their dimension. */
@@ -68,6 +70,53 @@ int mode_qmoe_decode_cuda(const struct mode_qmoe_layer *L, int T, int k, const f
 int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts,
                          const float *d_weights, int n_pool, float *d_act, float *d_out, int iters, double *median_us,
                          double *graph_us, struct mode_err *err);
+
+/* ---- MoE layers for many tokens (moe.cu; host side and dense reference in lib/moe.h) ---- */
+
+/* Dense bf16 experts in the hub layout: gate_up (n_expert, d, 2i) with gate the first i columns,
+ * down (n_expert, i, d). */
+struct mode_moe_dense {
+    int n_expert, d, i;
+    const uint16_t *gate_up, *down;
+};
+
+/* A routing sorted by expert (mode_moe_route_sort): order, slot and weights on the device, start
+ * (n_expert + 1) on the host (the GEMM sizes). */
+struct mode_moe_route {
+    int T, k;
+    const int32_t *order, *slot;
+    const float *weights;
+    const int64_t *start;
+};
+
+/* Device scratch for mode_moe_bf16_cuda: the gathered rows (bf16), the gate/up products (f32),
+ * the activations (bf16), the down products (f32), for T·k pairs. */
+size_t mode_moe_work_bytes(const struct mode_moe_dense *L, int T, int k);
+
+/* out (T, d) of the dense layer: rows gathered by expert, per expert two cuBLAS GEMMs (bf16 in,
+ * f32 accumulation) around SiLU·mul, the routing-weighted combine in slot order (deterministic).
+ * The baseline mode-bench measures against, and with mode_qmoe_dequant_cuda the prefill path of
+ * packed layers. Reference: mode_moe_dense_ref. Capturable in a CUDA graph. */
+int mode_moe_bf16_cuda(const struct mode_moe_dense *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out, void *stream,
+                       struct mode_err *err);
+
+/* Every expert of a packed layer (device pointers) into a dense bf16 layer of the same shape
+ * (d_gate_up (n_expert, d, 2i), d_down (n_expert, i, d)): levels dequantised with their f16
+ * scales and zeros, rounded to bf16; 16-bit experts copied. */
+int mode_qmoe_dequant_cuda(const struct mode_qmoe_layer *L, uint16_t *d_gate_up, uint16_t *d_down, void *stream, struct mode_err *err);
+
+/* ---- timing (bench.cu) ---- */
+
+/* Median microseconds of run(ctx, v, stream) over `iters` calls, v cycling through n_var variants
+ * (cold inputs: each variant its own routing or weights), timed with events after 10 warm-up
+ * calls; with graph_us, the same for CUDA-graph replays (one graph per variant, at most 64). */
+int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct mode_err *err), void *ctx, int n_var, int iters, double *median_us,
+                    double *graph_us, struct mode_err *err);
+/* The device-to-device copy rate of `bytes`-long buffers, bytes read + written per second
+ * (median of 10), the ceiling byte floors are computed with. */
+int mode_cuda_copy_rate(size_t bytes, double *bytes_per_s, struct mode_err *err);
+/* L2 cache, device memory and multiprocessors of device 0. */
+int mode_cuda_props(size_t *l2_bytes, size_t *mem_bytes, int *n_sm, struct mode_err *err);
 
 /* ---- matrix products (gemm.cu; reference mode_gemm, lib/ops.h) ---- */
 

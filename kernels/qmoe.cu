@@ -1,5 +1,6 @@
 /* qmoe.cu — one MoE layer straight from GPTQ-packed experts whose widths differ per expert (2, 3,
- * 4, 8 bits; f16 group scales; gptqpack.h's layout, g_idx trivial), for decoding (a few tokens):
+ * 4, 8 bits; f16 group scales; gptqpack.h's layout, g_idx trivial; or 16: bf16 pairs in the same
+ * word layout, no scales or zeros), for decoding (a few tokens):
  *   launch 1  per (token, selected expert) and block of outputs: gate and up GEMV from the packed
  *             words, SiLU(gate)·up into a scratch activation (T·k, I)
  *   launch 2  per token and block of outputs: the down GEMV of each of the token's k experts,
@@ -25,7 +26,23 @@ template <int B>
 __device__ __forceinline__ float group_dot(const uint32_t *__restrict__ qw, int N, int n, int k0, int g, const float *__restrict__ x)
 {
     float acc = 0.f;
-    if constexpr (B != 3) {
+    if constexpr (B == 16) {
+        /* bf16 pairs: value 2w at the low half of word w, 2w + 1 at the high half */
+        const int w0 = k0 / 2, nw = g / 2;
+        constexpr int CH = 8;
+        for (int c = 0; c < nw; c += CH) {
+            uint32_t v[CH];
+#pragma unroll
+            for (int u = 0; u < CH; u++) v[u] = c + u < nw ? __ldg(qw + (size_t)(w0 + c + u) * N + n) : 0u;
+#pragma unroll
+            for (int u = 0; u < CH; u++) {
+                if (c + u >= nw) break;
+                const float *xw = x + (w0 + c + u) * 2;
+                acc += __uint_as_float(v[u] << 16) * xw[0] + __uint_as_float(v[u] & 0xffff0000u) * xw[1];
+            }
+        }
+        return acc;
+    } else if constexpr (B != 3) {
         /* the group's words first (independent loads in flight), then the arithmetic */
         constexpr int per = 32 / B, CH = 8;
         constexpr uint32_t mask = (1u << B) - 1;
@@ -60,17 +77,6 @@ __device__ __forceinline__ float group_dot(const uint32_t *__restrict__ qw, int 
     return acc;
 }
 
-__device__ __forceinline__ float zero_at(const uint32_t *__restrict__ qz, int N, int bits, int gi, int n)
-{
-    /* zero points of group gi: a bit stream of N values in N·b/32 words */
-    const int64_t bit = (int64_t)n * bits, wpr = (int64_t)N * bits / 32;
-    const uint32_t *row = qz + gi * wpr;
-    const int64_t w = bit / 32, s = bit % 32;
-    uint64_t v = row[w];
-    if (s + bits > 32) v |= (uint64_t)row[w + 1] << 32;
-    return (float)((v >> s) & ((1u << bits) - 1));
-}
-
 __device__ __forceinline__ float proj_dot(const qproj &p, int bits, int N, int K, int g, int n, const float *x, const float *xsum)
 {
     float acc = 0.f;
@@ -81,10 +87,11 @@ __device__ __forceinline__ float proj_dot(const qproj &p, int bits, int N, int K
         case 2: d = group_dot<2>(p.qw, N, n, gi * g, g, x); break;
         case 3: d = group_dot<3>(p.qw, N, n, gi * g, g, x); break;
         case 4: d = group_dot<4>(p.qw, N, n, gi * g, g, x); break;
+        case 16: acc += group_dot<16>(p.qw, N, n, gi * g, g, x); continue; /* bf16: no scale, no zero */
         default: d = group_dot<8>(p.qw, N, n, gi * g, g, x); break;
         }
         const float s = __half2float(__ushort_as_half(p.sc[(size_t)gi * N + n]));
-        acc += s * (d - zero_at(p.qz, N, bits, gi, n) * xsum[gi]);
+        acc += s * (d - mode_zero_at(p.qz, N, bits, gi, n) * xsum[gi]);
     }
     return acc;
 }
@@ -102,10 +109,11 @@ __device__ __forceinline__ float proj_dot_split(const qproj &p, int bits, int N,
         case 2: d = group_dot<2>(p.qw, N, n, gi * g, g, x); break;
         case 3: d = group_dot<3>(p.qw, N, n, gi * g, g, x); break;
         case 4: d = group_dot<4>(p.qw, N, n, gi * g, g, x); break;
+        case 16: acc += group_dot<16>(p.qw, N, n, gi * g, g, x); continue; /* bf16: no scale, no zero */
         default: d = group_dot<8>(p.qw, N, n, gi * g, g, x); break;
         }
         const float sc = __half2float(__ushort_as_half(p.sc[(size_t)gi * N + n]));
-        acc += sc * (d - zero_at(p.qz, N, bits, gi, n) * xsum[gi]);
+        acc += sc * (d - mode_zero_at(p.qz, N, bits, gi, n) * xsum[gi]);
     }
     return acc;
 }

@@ -80,3 +80,35 @@ int mode_gemm_staged_cuda(int64_t m, int64_t n, int64_t k, const float *a, int64
     (void)m, (void)n, (void)k, (void)a, (void)lda, (void)b, (void)ldb, (void)b_trans, (void)beta, (void)c, (void)ldc;
     return UNAVAILABLE(err);
 }
+size_t mode_moe_work_bytes(const struct mode_moe_dense *L, int T, int k)
+{
+    (void)L, (void)T, (void)k;
+    return 0;
+}
+int mode_moe_bf16_cuda(const struct mode_moe_dense *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out, void *stream,
+                       struct mode_err *err)
+{
+    (void)L, (void)r, (void)d_x, (void)d_work, (void)d_out, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_qmoe_dequant_cuda(const struct mode_qmoe_layer *L, uint16_t *d_gate_up, uint16_t *d_down, void *stream, struct mode_err *err)
+{
+    (void)L, (void)d_gate_up, (void)d_down, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct mode_err *err), void *ctx, int n_var, int iters, double *median_us,
+                    double *graph_us, struct mode_err *err)
+{
+    (void)run, (void)ctx, (void)n_var, (void)iters, (void)median_us, (void)graph_us;
+    return UNAVAILABLE(err);
+}
+int mode_cuda_copy_rate(size_t bytes, double *bytes_per_s, struct mode_err *err)
+{
+    (void)bytes, (void)bytes_per_s;
+    return UNAVAILABLE(err);
+}
+int mode_cuda_props(size_t *l2_bytes, size_t *mem_bytes, int *n_sm, struct mode_err *err)
+{
+    (void)l2_bytes, (void)mem_bytes, (void)n_sm;
+    return UNAVAILABLE(err);
+}

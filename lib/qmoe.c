@@ -10,6 +10,12 @@
 static int dequant(const struct mode_qmoe_layer *L, int e, int p, int64_t n, int64_t k, int64_t g, float *W)
 {
     const int64_t *off = L->off + (size_t)e * 9 + (size_t)p * 3;
+    if (L->bits[e] == 16) { /* bf16 pairs along k, (k/2, n) words */
+        const uint32_t *w = L->qweight + off[0];
+        for (int64_t r = 0; r < n; r++)
+            for (int64_t c = 0; c < k; c++) W[r * k + c] = mode_bf16_to_f32((uint16_t)(w[(c / 2) * n + r] >> (16 * (c % 2))));
+        return MODE_OK;
+    }
     int32_t *gidx = malloc(sizeof *gidx * (size_t)k);
     if (!gidx) return MODE_EUNAVAILABLE;
     for (int64_t c = 0; c < k; c++) gidx[c] = (int32_t)(c / g);
