@@ -2,6 +2,7 @@
 #include "runtime.h"
 
 #include "ops.h"
+#include "rtmoe.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -68,8 +69,16 @@ int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err
     return MODE_OK;
 }
 
+int mode_rt_device(struct mode_rt *rt, enum mode_device d, struct mode_err *err)
+{
+    mode_rtmoe_free(rt->gpu);
+    rt->gpu = NULL;
+    return d == MODE_DEVICE_CUDA ? mode_rtmoe_init(&rt->gpu, rt->m, err) : MODE_OK;
+}
+
 void mode_rt_free(struct mode_rt *rt)
 {
+    mode_rtmoe_free(rt->gpu);
     free(rt->inv_freq);
     free(rt->vis_inv_freq);
     free(rt->lm_head);
@@ -655,6 +664,15 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
     mode_topk_ref(s->logits, N, E, K, t->norm_topk_prob, s->experts, s->w);
     int rc;
     if (hooks && hooks->router && (rc = hooks->router(hooks->ctx, layer, b, s->logits, s->experts, s->w, err))) return rc;
+    if (rt->gpu && !(hooks && hooks->expert)) { /* the packed experts on the GPU */
+        bool handled = false;
+        if ((rc = mode_rtmoe_layer(rt->gpu, layer, N, s->xn, s->experts, s->w, s->out, &handled, err))) return rc;
+        if (handled) {
+            if (hooks && hooks->moe && (rc = hooks->moe(hooks->ctx, layer, b, s->xn, s->experts, s->w, s->out, err))) return rc;
+            for (int64_t z = 0; z < N * D; z++) b->h[z] += s->out[z];
+            return MODE_OK;
+        }
+    }
     /* group (row, slot) pairs by expert: counting sort, rows ascending within an expert */
     for (int64_t z = 0; z < N * K; z++) s->start[s->experts[z] + 1]++;
     for (int e = 0; e < E; e++) s->start[e + 1] += s->start[e];

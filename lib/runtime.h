@@ -116,10 +116,15 @@ struct mode_rt {
     float *lm_head;      /* (n_vocab, n_embd) f32, converted on first use */
     float *out_norm;     /* (n_embd) */
     int attn_block;      /* query rows per block of attention scores (0: 512); memory is block x n_tok */
+    struct mode_rtmoe *gpu; /* mode_rt_device CUDA: packed MoE layers on the GPU (rtmoe.h) */
 };
 
 int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);
 void mode_rt_free(struct mode_rt *rt);
+/* MODE_DEVICE_CUDA: the experts of packed MoE layers run on the GPU through the packed kernels
+ * (rtmoe.h; layers they cannot take, and layers whose experts a hook overrides, stay on the CPU);
+ * MODE_DEVICE_CPU (the default) everything on the CPU. MODE_EUNAVAILABLE without a GPU. */
+int mode_rt_device(struct mode_rt *rt, enum mode_device d, struct mode_err *err);
 
 void mode_rt_batch_init(struct mode_rt_batch *b);
 void mode_rt_batch_free(struct mode_rt_batch *b);
