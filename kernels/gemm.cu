@@ -6,7 +6,7 @@
  * matrices copied into device buffers kept between calls (grown as needed, one set per process,
  * behind a mutex), multiplied, the result copied back. Its cost is the transfer: (m·k + k·n +
  * m·n) · 4 bytes over PCIe (or twice m·n with beta ≠ 0) against 2·m·n·k flops; worth it from a
- * few GFLOP up, which is why mode_ops routes only large products here. */
+ * few GFLOP up, which is why mode_ops routes only large, dense products here (ops.h). */
 #include "blas.cuh"
 
 #include <pthread.h>

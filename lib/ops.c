@@ -5,6 +5,7 @@
 
 #include <cblas.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <math.h>
 #include <string.h>
 
@@ -18,7 +19,22 @@ static pthread_mutex_t g_dev_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mode_err g_dev_err;
 static int64_t g_fallback;
 
-void mode_ops_device(enum mode_device d) { g_device = d; }
+static int g_gemm_all; /* MODE_GPU_GEMM=all */
+
+void mode_ops_device(enum mode_device d)
+{
+    g_device = d;
+    const char *v = getenv("MODE_GPU_GEMM");
+    g_gemm_all = v && !strcmp(v, "all");
+}
+
+/* worth the copies to the GPU and back (ops.h) */
+static bool gemm_on_gpu(int64_t m, int64_t n, int64_t k)
+{
+    if (g_gemm_all) return true;
+    const double flop = 2.0 * (double)m * (double)n * (double)k, bytes = 4.0 * ((double)m * k + (double)n * k + (double)m * n);
+    return flop >= (double)MODE_GEMM_CUDA_MIN_FLOP && flop >= MODE_GEMM_CUDA_MIN_INTENSITY * bytes;
+}
 
 int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err)
 {
@@ -39,7 +55,7 @@ void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, con
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
         return;
     }
-    if (g_device == MODE_DEVICE_CUDA && 2 * m * n * k >= MODE_GEMM_CUDA_MIN_FLOP) {
+    if (g_device == MODE_DEVICE_CUDA && gemm_on_gpu(m, n, k)) {
         struct mode_err e = {0};
         if (!mode_gemm_staged_cuda(m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc, &e)) return;
         pthread_mutex_lock(&g_dev_lock);

@@ -20,13 +20,17 @@
 /* Threads OpenBLAS may use (0 keeps its default: all cores or OPENBLAS_NUM_THREADS). */
 void mode_ops_threads(int n);
 
-/* Where mode_gemm computes (process-wide, as the thread count): MODE_DEVICE_CUDA sends every
- * product of at least MODE_GEMM_CUDA_MIN_FLOP through cuBLAS (mode_gemm_staged_cuda: host
- * matrices copied to the GPU and back), the rest to OpenBLAS. The choice depends on the shape
- * only, so equal shapes always take the same path (the runtime's row-masked expert overrides
- * rely on it). A product the GPU fails (out of device memory, say) is computed on the CPU; the
- * first such failure and their count are kept for mode_ops_device_status. */
-#define MODE_GEMM_CUDA_MIN_FLOP ((int64_t)1 << 23)
+/* Where mode_gemm computes (process-wide, as the thread count): MODE_DEVICE_CUDA sends through
+ * cuBLAS (mode_gemm_staged_cuda: host matrices copied to the GPU and back) every product of at
+ * least MODE_GEMM_CUDA_MIN_FLOP flops doing at least MODE_GEMM_CUDA_MIN_INTENSITY flops per byte
+ * copied — over PCIe (~25 GB/s) that is ~6 TFLOP/s or more, several times a CPU; thinner
+ * products (attention scores, small models) stay with OpenBLAS. MODE_GPU_GEMM=all in the
+ * environment sends every product (tests). The choice depends on the shape only, so equal shapes
+ * always take the same path (the runtime's row-masked expert overrides rely on it). A product the
+ * GPU fails (out of device memory, say) is computed on the CPU; the first such failure and their
+ * count are kept for mode_ops_device_status. */
+#define MODE_GEMM_CUDA_MIN_FLOP ((int64_t)1 << 26)
+#define MODE_GEMM_CUDA_MIN_INTENSITY 256
 void mode_ops_device(enum mode_device d);
 /* MODE_OK, or the first GPU failure's status and message (*n_fallback products fell back). */
 int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err);
