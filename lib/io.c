@@ -167,6 +167,14 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return mode_err_set(err, MODE_ECANTCREAT, "%s: is a directory", path);
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* -o /dev/null, a FIFO: a temporary renamed over it would replace the node itself (run as
+         * root, `-o /dev/null` turned /dev/null into a regular file) */
+        o->fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (o->fd < 0) return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot open: %s", path, strerror(errno));
+        o->in_place = 1;
+        return MODE_OK;
+    }
     if (snprintf(o->tmp, sizeof o->tmp, "%s/.%s.tmp-XXXXXX", dir, base) >= (int)sizeof o->tmp) {
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", path);
@@ -188,6 +196,11 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
 int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
 {
     if (o->is_stdout) return MODE_OK;
+    if (o->in_place) {
+        int rc = o->fd >= 0 && close(o->fd) < 0 ? mode_err_set(err, MODE_EIO, "%s: close: %s", o->path, strerror(errno)) : MODE_OK;
+        o->fd = -1;
+        return rc;
+    }
     if (o->fd < 0 || !o->tmp[0]) return mode_err_set(err, MODE_EINTERNAL, "%s: not open", o->path);
     if (fsync(o->fd) < 0 && errno != EINVAL) {
         int e = errno;

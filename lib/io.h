@@ -43,10 +43,13 @@ ssize_t mode_read_retry(int fd, void *p, size_t n);
 
 /* An output file that appears at `path` only when committed: written to a temporary file in the
  * same directory (".NAME.tmp-XXXXXX"), fsync'ed and renamed over `path`. "-" means stdout (no
- * temporary; commit only flushes). */
+ * temporary; commit only flushes). A `path` that exists and is not a regular file (a device such
+ * as /dev/null, a FIFO, /dev/stdout) is written in place, never replaced: renaming over it would
+ * swap the device node for a regular file. */
 struct mode_outfile {
     int fd;
     int is_stdout;
+    int in_place; /* an existing device, FIFO or socket: opened as it is, closed by commit */
     char path[4096];
     char tmp[4096]; /* empty when none */
 };

@@ -88,9 +88,15 @@ static void on_signal(int sig)
 void mode_cli_init(const char *prog)
 {
     mode_prog = prog;
+    /* 0, 1, 2 in this order, since open() takes the lowest free descriptor: a closed stdout is
+     * held by /dev/null while stderr is checked (stderr's /dev/null would otherwise land on 1,
+     * the data would vanish into it and stderr would stay closed for the next file opened), and
+     * is then refused */
     if (fcntl(0, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_RDONLY);
+    bool no_stdout = fcntl(1, F_GETFD) < 0 && errno == EBADF;
+    if (no_stdout) open("/dev/null", O_WRONLY);
     if (fcntl(2, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_WRONLY);
-    if (fcntl(1, F_GETFD) < 0 && errno == EBADF) mode_die(MODE_EIO, "stdout: %s", strerror(EBADF));
+    if (no_stdout) mode_die(MODE_EIO, "stdout: %s", strerror(EBADF));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
