@@ -14,6 +14,8 @@
 
 #define WBUF_CAP (1u << 16)
 
+void (*mode_outfile_tmp_hook)(const char *tmp, int add);
+
 ssize_t mode_read_retry(int fd, void *p, size_t n)
 {
     for (;;) {
@@ -185,6 +187,7 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", path, strerror(e));
     }
+    if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 1);
     if (fchmod(o->fd, 0666 & ~current_umask()) < 0) {
         int e = errno;
         mode_outfile_abort(o);
@@ -219,6 +222,7 @@ int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
         mode_outfile_abort(o);
         return mode_err_set(err, MODE_ECANTCREAT, "%s: rename: %s", o->path, strerror(e));
     }
+    if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
     o->tmp[0] = 0;
     char dir[4096];
     const char *base;
@@ -233,7 +237,10 @@ void mode_outfile_abort(struct mode_outfile *o)
     if (o->is_stdout) return;
     if (o->fd >= 0) close(o->fd);
     o->fd = -1;
-    if (o->tmp[0]) unlink(o->tmp);
+    if (o->tmp[0]) {
+        unlink(o->tmp); /* before it leaves the hook's list: a signal in between still removes it */
+        if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
+    }
     o->tmp[0] = 0;
 }
 

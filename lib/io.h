@@ -55,6 +55,11 @@ struct mode_outfile {
 };
 
 int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err);
+/* When set, called with the path of each temporary an output file creates (add 1) and once it
+ * is renamed into place or removed (add 0). The filters point it at the list of temporaries that
+ * their SIGINT/SIGTERM handler removes, so that a signal leaves none behind, also of the outputs
+ * the library writes by path (mode_json_write_file, mode_heatmap_png). NULL by default. */
+extern void (*mode_outfile_tmp_hook)(const char *tmp, int add);
 int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err);
 /* Removes the temporary file. Safe to call after commit (then a no-op) and twice. */
 void mode_outfile_abort(struct mode_outfile *o);

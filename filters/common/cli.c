@@ -25,6 +25,8 @@ static struct {
 void mode_cli_tmp_add(const char *path, bool is_dir)
 {
     for (int i = 0; i < MAX_TMP; i++)
+        if (tmps[i].used && !strcmp(tmps[i].path, path)) return; /* already listed */
+    for (int i = 0; i < MAX_TMP; i++)
         if (!tmps[i].used) {
             snprintf(tmps[i].path, sizeof tmps[i].path, "%s", path);
             tmps[i].is_dir = is_dir;
@@ -85,6 +87,13 @@ static void on_signal(int sig)
     raise(sig);
 }
 
+/* io.h's hook: every output file's temporary, also those the library opens by path */
+static void tmp_hook(const char *tmp, int add)
+{
+    if (add) mode_cli_tmp_add(tmp, false);
+    else mode_cli_tmp_remove(tmp);
+}
+
 void mode_cli_init(const char *prog)
 {
     mode_prog = prog;
@@ -104,6 +113,7 @@ void mode_cli_init(const char *prog)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    mode_outfile_tmp_hook = tmp_hook;
 }
 
 void mode_die(int code, const char *fmt, ...)
@@ -167,18 +177,15 @@ bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi)
     return true;
 }
 
+/* the temporary is listed for removal on a signal by the hook set in mode_cli_init */
 void mode_cli_outfile_open(struct mode_outfile *out, const char *path)
 {
     struct mode_err e = {0};
     if (mode_outfile_open(out, path, &e)) mode_fail(&e);
-    if (out->tmp[0]) mode_cli_tmp_add(out->tmp, false);
 }
 
 void mode_cli_outfile_commit(struct mode_outfile *out)
 {
     struct mode_err e = {0};
-    char tmp[sizeof out->tmp];
-    memcpy(tmp, out->tmp, sizeof tmp);
     if (mode_outfile_commit(out, &e)) mode_fail(&e);
-    if (tmp[0]) mode_cli_tmp_remove(tmp);
 }

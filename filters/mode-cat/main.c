@@ -333,10 +333,7 @@ int main(int argc, char **argv)
     int binary = mode == 's' || mode == 'J';
     if (binary && !strcmp(output, "-") && isatty(1))
         mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
-    if (mode_outfile_open(&outfile, output, &err)) mode_fail(&err);
-    char tmp[sizeof outfile.tmp];
-    memcpy(tmp, outfile.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&outfile, output);
     if (!binary && mode_wbuf_init(&out, outfile.fd, outfile.path, &err)) mode_fail(&err);
     switch (mode) {
     case 0: cat_inputs(paths, n, values, header_only, 0); break;
@@ -346,8 +343,7 @@ int main(int argc, char **argv)
     case 'm': describe_model(model_dir, tensors); break;
     }
     if (!binary && mode_wbuf_free(&out, &err)) mode_fail(&err);
-    if (mode_outfile_commit(&outfile, &err)) mode_fail(&err);
-    if (tmp[0]) mode_cli_tmp_remove(tmp);
+    mode_cli_outfile_commit(&outfile);
     if (outfile.is_stdout) mode_cli_close_stdout();
     return 0;
 }
