@@ -382,7 +382,16 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
         close(fd);
         return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
     }
-    size_t cap = S_ISREG(st.st_mode) && (uint64_t)st.st_size < max_bytes ? (size_t)st.st_size + 1 : 4096;
+    /* a regular file says its size: refused before anything is allocated; a pipe is read in
+     * doubling steps that stop one byte past the limit */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return mode_err_set(err, MODE_EDATA, "%s: %llu bytes, larger than the limit of %zu bytes", path,
+                            (unsigned long long)st.st_size, max_bytes);
+    }
+    if (max_bytes > SIZE_MAX / 4) max_bytes = SIZE_MAX / 4; /* max_bytes + 1 below stays finite */
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096;
+    if (cap > max_bytes + 1) cap = max_bytes + 1;
     char *buf = malloc(cap + 1);
     if (!buf) {
         close(fd);
@@ -392,7 +401,7 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
     for (;;) {
         if (n == cap) {
             if (cap > max_bytes) break;
-            size_t nc = cap * 2;
+            size_t nc = cap > max_bytes / 2 ? max_bytes + 1 : cap * 2;
             char *nb = realloc(buf, nc + 1);
             if (!nb) {
                 free(buf);

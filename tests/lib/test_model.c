@@ -221,6 +221,11 @@ int main(void)
     fputs("{\"architectures\": [", f);
     fclose(f);
     expect_open_error(d_bad, MODE_EDATA, "config.json: invalid JSON at line 1", "config.json not JSON");
+    /* MODE_CONFIG_MAX_FILE: refused by its size, before it is read (a sparse file) */
+    f = fopen(p, "w");
+    fclose(f);
+    ok(truncate(p, (off_t)MODE_CONFIG_MAX_FILE + 1) == 0, "a config.json of 64 MiB + 1 byte");
+    expect_open_error(d_bad, MODE_EDATA, "config.json: 67108865 bytes, larger than the limit of 67108864 bytes", "config.json over the limit");
     unlink(p);
     expect_open_error(d_bad, MODE_ENOINPUT, "config.json: No such file or directory", "no config.json");
     expect_open_error(fixture("nowhere"), MODE_ENOINPUT, "not a model directory", "no directory");
