@@ -182,5 +182,27 @@ int main(void)
     ok(mode_rgb_decode((const uint8_t *)png, pn, "bad.png", &c, &err) == MODE_EDATA, "a corrupt PNG is refused");
     free(png);
     ok(mode_rgb_load("/nonexistent.png", &c, &err) == MODE_ENOINPUT, "a missing file: 66");
+
+    /* limits (image.h): a header declaring one row more than PIL's refusal threshold
+     * (2 x 89478485 pixels) is refused before any pixel buffer exists; its data is empty */
+    static const char too_big[] = "the limits are 178956970 pixels, as PIL's, and 32768 a side";
+    is_int(mode_rgb_load(fixture("limits/16384x10923.png"), &c, &err), MODE_EDATA, "a PNG of 16384 x 10923 pixels is refused");
+    has_str(err.msg, "16384x10923.png: an image of 16384 x 10923 pixels is too large", "... naming its size: %s", err.msg);
+    has_str(err.msg, too_big, "... and the limits");
+    jp = make_jpeg(16, 16, 0, &n);
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < n && !sof; i++)
+        if (jp[i] == 0xFF && jp[i + 1] == 0xC0) sof = i;
+    ok(sof > 0, "the JPEG has a baseline SOF0 marker");
+    if (sof) {
+        /* FF C0, length (2), precision (1), height (2), width (2) */
+        jp[sof + 5] = 10923 >> 8, jp[sof + 6] = 10923 & 0xFF, jp[sof + 7] = 16384 >> 8, jp[sof + 8] = 0;
+        is_int(mode_rgb_decode(jp, n, "big.jpg", &c, &err), MODE_EDATA, "a JPEG header of 16384 x 10923 pixels is refused");
+        has_str(err.msg, "big.jpg: an image of 16384 x 10923 pixels is too large", "... before decoding: %s", err.msg);
+        jp[sof + 5] = 0, jp[sof + 6] = 16, jp[sof + 7] = 0x80, jp[sof + 8] = 1; /* 16 x 32769: one side too long */
+        is_int(mode_rgb_decode(jp, n, "wide.jpg", &c, &err), MODE_EDATA, "a JPEG 32769 pixels wide is refused");
+        has_str(err.msg, "wide.jpg: an image of 32769 x 16 pixels is too large", "... naming its size: %s", err.msg);
+    }
+    free(jp);
     return tap_done();
 }
