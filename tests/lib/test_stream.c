@@ -2,6 +2,7 @@
  * truncation at every byte, garbage, and every header/trailer/record error (lib/stream.c,
  * lib/mp.c, lib/mpjson.c). The streams come from the JSON lines in tests/fixtures/streams. */
 #include "../../lib/mpjson.h"
+#include "../../lib/samples.h"
 #include "../../lib/stream.h"
 #include "tap.h"
 
@@ -415,6 +416,34 @@ int main(void)
         const char *j3 = "{\"a\":1,\"a\":2}";
         is_int(mode_mpjson_parse(&mp, j3, strlen(j3), "in", &err), MODE_EDATA, "duplicate JSON keys");
         mode_mp_free(&mp);
+    }
+    {
+        /* MODE_SAMPLE_MAX_TOKENS: a samples record one token over the limit is refused as it is
+         * parsed; one at the limit passes */
+        for (int64_t n = MODE_SAMPLE_MAX_TOKENS; n <= MODE_SAMPLE_MAX_TOKENS + 1; n++) {
+            int32_t *tok = calloc((size_t)n, sizeof *tok);
+            uint8_t *z = calloc((size_t)n, 1);
+            struct mode_sample_in si = {"long", n, tok, z, z, 0, NULL, NULL};
+            struct mode_mp sb;
+            mode_mp_init(&sb);
+            mode_sample_pack(&sb, &si);
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t off = 0;
+            msgpack_unpack_next(&u, sb.buf, sb.len, &off);
+            struct mode_rec rc = {&u.data, "s.msgpack", "record 1"};
+            struct mode_sample s;
+            int st = mode_sample_parse(&rc, &s, &err);
+            if (n == MODE_SAMPLE_MAX_TOKENS) is_int(st, MODE_OK, "a sample of 2^20 tokens is read");
+            else {
+                is_int(st, MODE_EDATA, "a sample of 2^20 + 1 tokens is refused");
+                is_str(err.msg, "s.msgpack: record 1: sample 'long' has 1048577 tokens, more than the limit of 1048576", "... saying so");
+            }
+            if (!st) mode_sample_free(&s);
+            msgpack_unpacked_destroy(&u);
+            mode_mp_free(&sb);
+            free(tok), free(z);
+        }
     }
     return tap_done();
 }
