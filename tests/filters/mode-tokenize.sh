@@ -111,6 +111,11 @@ has "$T/err" "long.jsonl:1: a line of 16777228 bytes exceeds the limit of 167772
 run mode-tokenize -m "$M" --skip-bad -o "$T/x.ms" "$T/in/long.jsonl"
 is "$rc" 0 "... skipped with --skip-bad"
 rm -f "$T/in/long.jsonl" "$T/x.ms"
+truncate -s 17179869185 "$T/in/huge.jsonl" # 16 GiB + 1 byte, sparse
+run mode-tokenize -m "$M" -o "$T/x.ms" "$T/in/huge.jsonl"
+is "$rc" 65 "an input over 16 GiB: exit 65, refused by its size"
+has "$T/err" "huge.jsonl: 17179869185 bytes, larger than the limit of 17179869184 bytes" "... saying so"
+rm -f "$T/in/huge.jsonl"
 cp "$MODE_FIXTURES/limits/16384x10923.png" "$T/in/img/big.png"
 printf '{"text": "first"}\n{"messages": [{"role": "user", "content": [{"type": "image", "image": "img/big.png"}]}]}\n' >"$T/in/big.jsonl"
 run mode-tokenize -m "$M" -o "$T/x.ms" "$T/in/big.jsonl"

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const names[] = {"1f34e",       "1f44b-1f3fd",      "1f600",          "2764-fe0f",      "gray_50x120", "gray_alpha_50x120",
                                     "palette_100x75", "rgb16_100x75", "rgb_100x75", "rgb_700x500", "rgba_64x64"};
@@ -204,5 +205,14 @@ int main(void)
         has_str(err.msg, "wide.jpg: an image of 32769 x 16 pixels is too large", "... naming its size: %s", err.msg);
     }
     free(jp);
+    /* MODE_IMAGE_MAX_FILE: a file of 1 GiB + 1 byte (sparse) is refused by its size, unread */
+    char big_path[4200];
+    snprintf(big_path, sizeof big_path, "%s/big.png", tap_tmpdir());
+    FILE *bigf = fopen(big_path, "w");
+    if (bigf) fclose(bigf);
+    ok(truncate(big_path, (off_t)MODE_IMAGE_MAX_FILE + 1) == 0, "a 1 GiB + 1 byte file");
+    is_int(mode_rgb_load(big_path, &c, &err), MODE_EDATA, "an image file over 1 GiB is refused");
+    has_str(err.msg, "big.png: 1073741825 bytes, larger than the limit of 1073741824 bytes", "... by its size: %s", err.msg);
+    unlink(big_path);
     return tap_done();
 }
