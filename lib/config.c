@@ -239,7 +239,7 @@ int mode_config_load(struct mode_config *cfg, const char *path, struct mode_err 
     memset(cfg, 0, sizeof *cfg);
     json_t *root;
     const char *file = base_name(path);
-    int rc = mode_json_load(path, MODE_JSON_MAX_FILE, &root, err);
+    int rc = mode_json_load(path, MODE_CONFIG_MAX_FILE, &root, err);
     if (rc) return rc;
     struct mode_jctx c = {file, ""};
     const char *mt = "";
@@ -307,7 +307,7 @@ int mode_preproc_load(struct mode_preproc *p, const char *path, struct mode_err 
     memset(p, 0, sizeof *p);
     json_t *root;
     const char *file = base_name(path);
-    int rc = mode_json_load(path, MODE_JSON_MAX_FILE, &root, err);
+    int rc = mode_json_load(path, MODE_CONFIG_MAX_FILE, &root, err);
     if (rc) return rc;
     struct mode_jctx c = {file, ""};
     p->do_resize = p->do_rescale = p->do_normalize = p->do_convert_rgb = true;

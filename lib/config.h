@@ -24,6 +24,11 @@
 
 #define MODE_SUPPORTED_ARCHS "Qwen3VLMoeForConditionalGeneration (model_type qwen3_vl_moe)"
 
+/* config.json and preprocessor_config.json are read whole: at most MODE_CONFIG_MAX_FILE bytes
+ * (the tiny reference config is 1,609 bytes; a packed checkpoint's config.json adds a quantization
+ * rule per routed expert; lib/model.c reads config.json again with the same bound) */
+#define MODE_CONFIG_MAX_FILE ((size_t)64 << 20)
+
 /* limits on sizes read from config.json: anything beyond is taken for a corrupt file */
 #define MODE_MAX_LAYERS 1024
 #define MODE_MAX_EMBD (1 << 16)

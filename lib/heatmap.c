@@ -139,6 +139,8 @@ static int tick_step(int n, int cell)
 struct png_ctx {
     jmp_buf jb;
     char msg[200];
+    int fd;
+    int write_errno; /* the errno of a failed write(2), for the message */
 };
 
 static void png_err(png_structp p, png_const_charp m)
@@ -150,39 +152,41 @@ static void png_err(png_structp p, png_const_charp m)
 
 static void png_warn(png_structp p, png_const_charp m) { (void)p, (void)m; }
 
+/* libpng's output straight to the descriptor (checked writes, errno kept: through stdio it was
+ * "Write Error" with no cause) */
+static void png_out(png_structp p, png_bytep data, png_size_t n)
+{
+    struct png_ctx *c = png_get_io_ptr(p);
+    int e = mode_write_all(c->fd, data, n);
+    if (e) {
+        c->write_errno = e;
+        png_error(p, "write failed");
+    }
+}
+
+static void png_no_flush(png_structp p) { (void)p; }
+
 static int write_png(const struct canvas *cv, int fd, const char *path, struct mode_err *err)
 {
-    int fd2 = dup(fd);
-    FILE *f = fd2 >= 0 ? fdopen(fd2, "wb") : NULL;
-    if (!f) {
-        if (fd2 >= 0) close(fd2);
-        return mode_err_set(err, MODE_EIO, "%s: cannot write", path);
-    }
-    struct png_ctx ctx = {0};
+    struct png_ctx ctx = {.fd = fd};
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &ctx, png_err, png_warn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!png || !info) {
         png_destroy_write_struct(&png, &info);
-        fclose(f);
         return mode_err_set(err, MODE_EUNAVAILABLE, "%s: out of memory for libpng", path);
     }
     if (setjmp(ctx.jb)) {
         png_destroy_write_struct(&png, &info);
-        fclose(f);
+        if (ctx.write_errno) return mode_err_set(err, MODE_EIO, "%s: write failed: %s", path, strerror(ctx.write_errno));
         return mode_err_set(err, MODE_EIO, "%s: %s", path, ctx.msg);
     }
-    png_init_io(png, f);
+    png_set_write_fn(png, &ctx, png_out, png_no_flush);
     png_set_IHDR(png, info, (png_uint_32)cv->w, (png_uint_32)cv->h, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     for (int y = 0; y < cv->h; y++) png_write_row(png, cv->px + (size_t)y * cv->w * 3);
     png_write_end(png, info);
     png_destroy_write_struct(&png, &info);
-    if (fflush(f) || ferror(f)) {
-        fclose(f);
-        return mode_err_set(err, MODE_EIO, "%s: write failed", path);
-    }
-    if (fclose(f)) return mode_err_set(err, MODE_EIO, "%s: write failed", path);
     return MODE_OK;
 }
 

@@ -13,9 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MODE_IMAGE_MAX_SIDE 32768
-#define MODE_IMAGE_MAX_PIXELS (INT64_C(1) << 28)
-
 void mode_rgb_free(struct mode_rgb *img)
 {
     free(img->px);
@@ -23,11 +20,23 @@ void mode_rgb_free(struct mode_rgb *img)
     img->width = img->height = 0;
 }
 
+/* the limits of image.h, from the sizes a header declares */
+static int check_size(uint64_t w, uint64_t h, const char *name, struct mode_err *err)
+{
+    if (w < 1 || h < 1) return mode_err_set(err, MODE_EDATA, "%s: an image of %llu x %llu pixels is empty", name,
+                                            (unsigned long long)w, (unsigned long long)h);
+    if (w > MODE_IMAGE_MAX_SIDE || h > MODE_IMAGE_MAX_SIDE || w * h > (uint64_t)MODE_IMAGE_MAX_PIXELS)
+        return mode_err_set(err, MODE_EDATA,
+                            "%s: an image of %llu x %llu pixels is too large (the limits are %lld pixels, as PIL's, and %d a side)",
+                            name, (unsigned long long)w, (unsigned long long)h, (long long)MODE_IMAGE_MAX_PIXELS,
+                            MODE_IMAGE_MAX_SIDE);
+    return MODE_OK;
+}
+
 static int alloc_rgb(struct mode_rgb *img, int w, int h, const char *name, struct mode_err *err)
 {
-    if (w < 1 || h < 1 || w > MODE_IMAGE_MAX_SIDE || h > MODE_IMAGE_MAX_SIDE || (int64_t)w * h > MODE_IMAGE_MAX_PIXELS)
-        return mode_err_set(err, MODE_EDATA, "%s: an image of %d x %d pixels is empty or too large (at most %d a side, 2^28 in all)", name,
-                            w, h, MODE_IMAGE_MAX_SIDE);
+    int rc = check_size(w < 0 ? 0 : (uint64_t)w, h < 0 ? 0 : (uint64_t)h, name, err);
+    if (rc) return rc;
     img->px = malloc((size_t)w * (size_t)h * 3);
     if (!img->px) return mode_err_oom(err, (size_t)w * (size_t)h * 3, "an image");
     img->width = w, img->height = h;
@@ -153,6 +162,11 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
     png_uint_32 w, h;
     int depth, ctype, interlace;
     png_get_IHDR(png, info, &w, &h, &depth, &ctype, &interlace, NULL, NULL);
+    int rc = check_size(w, h, name, err);
+    if (rc) {
+        png_destroy_read_struct(&png, &info, NULL);
+        return rc;
+    }
     const bool trns = png_get_valid(png, info, PNG_INFO_tRNS);
     const bool alpha = (ctype & PNG_COLOR_MASK_ALPHA) || trns;
     static const char *const ct[] = {"grey", "?", "RGB", "palette", "grey+alpha", "?", "RGBA"};
@@ -168,7 +182,7 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
     const int ch = png_get_channels(png, info);
     if (ch != 3 && ch != 4) png_error(png, "unexpected channel layout");
     (void)alpha;
-    int rc = alloc_rgb(img, (int)w, (int)h, name, err);
+    rc = alloc_rgb(img, (int)w, (int)h, name, err);
     if (rc) {
         png_destroy_read_struct(&png, &info, NULL);
         return rc;
@@ -239,6 +253,12 @@ static int decode_jpeg(const uint8_t *data, size_t n, const char *name, struct m
     jpeg_mem_src(&cinfo, data, (unsigned long)n);
     jpeg_save_markers(&cinfo, JPEG_APP0 + 1, 0xFFFF);
     jpeg_read_header(&cinfo, TRUE);
+    /* before jpeg_start_decompress, which allocates whole-image buffers for a progressive file */
+    int rc = check_size(cinfo.image_width, cinfo.image_height, name, err);
+    if (rc) {
+        jpeg_destroy_decompress(&cinfo);
+        return rc;
+    }
     if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
         jpeg_destroy_decompress(&cinfo);
         return mode_err_set(err, MODE_EDATA, "%s: a CMYK JPEG is not supported (convert it to RGB first)", name);
@@ -250,7 +270,7 @@ static int decode_jpeg(const uint8_t *data, size_t n, const char *name, struct m
             orientation = mode_exif_orientation(m->data, m->data_length);
     cinfo.out_color_space = JCS_RGB;
     jpeg_start_decompress(&cinfo);
-    int rc = alloc_rgb(img, (int)cinfo.output_width, (int)cinfo.output_height, name, err);
+    rc = alloc_rgb(img, (int)cinfo.output_width, (int)cinfo.output_height, name, err);
     if (rc) {
         jpeg_destroy_decompress(&cinfo);
         return rc;
@@ -277,7 +297,7 @@ int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err)
     memset(img, 0, sizeof *img);
     char *data;
     size_t n;
-    int rc = mode_read_file(path, (size_t)1 << 30, &data, &n, err);
+    int rc = mode_read_file(path, MODE_IMAGE_MAX_FILE, &data, &n, err);
     if (rc) return rc;
     rc = mode_rgb_decode((const uint8_t *)data, n, path, img, err);
     free(data);

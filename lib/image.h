@@ -23,6 +23,24 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Limits on an image, checked against its header before any pixel buffer is allocated; beyond
+ * them an image is MODE_EDATA (documented in mode-tokenize(1), LIMITS).
+ *
+ * MODE_IMAGE_MAX_PIXELS, width x height: transformers' load_image decodes with PIL, whose
+ * Image.MAX_IMAGE_PIXELS (89,478,485 = 2^30 / 4 / 3) warns of a decompression bomb above it and
+ * refuses (DecompressionBombError) an image of more than twice as many pixels; mode refuses what
+ * the reference refuses and reads what it reads. The processor's max_pixels
+ * (preprocessor_config.json size.longest_edge) cannot bound the decoded image: it bounds the
+ * resized one, which smart_resize computes from the decoded size. At the limit the RGB image is
+ * 537 MB (3 bytes a pixel) and libpng's rows up to 716 MB more (4 bytes a pixel, RGBA).
+ * MODE_IMAGE_MAX_SIDE: one side, far above photographs and screenshots; it keeps every product
+ * of a coordinate and a row length inside int in the resampler.
+ * MODE_IMAGE_MAX_FILE: the file is read whole; an image at the pixel limit stored without
+ * compression as 8-bit RGB is 537 MB. */
+#define MODE_IMAGE_MAX_PIXELS (INT64_C(2) * 89478485)
+#define MODE_IMAGE_MAX_SIDE 32768
+#define MODE_IMAGE_MAX_FILE ((size_t)1 << 30)
+
 struct mode_rgb {
     int width, height;
     uint8_t *px; /* (height, width, 3), malloc'ed */

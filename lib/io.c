@@ -14,6 +14,8 @@
 
 #define WBUF_CAP (1u << 16)
 
+void (*mode_outfile_tmp_hook)(const char *tmp, int add);
+
 ssize_t mode_read_retry(int fd, void *p, size_t n)
 {
     for (;;) {
@@ -167,6 +169,14 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
     struct stat st;
     if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
         return mode_err_set(err, MODE_ECANTCREAT, "%s: is a directory", path);
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* -o /dev/null, a FIFO: a temporary renamed over it would replace the node itself (run as
+         * root, `-o /dev/null` turned /dev/null into a regular file) */
+        o->fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (o->fd < 0) return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot open: %s", path, strerror(errno));
+        o->in_place = 1;
+        return MODE_OK;
+    }
     if (snprintf(o->tmp, sizeof o->tmp, "%s/.%s.tmp-XXXXXX", dir, base) >= (int)sizeof o->tmp) {
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", path);
@@ -177,6 +187,7 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", path, strerror(e));
     }
+    if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 1);
     if (fchmod(o->fd, 0666 & ~current_umask()) < 0) {
         int e = errno;
         mode_outfile_abort(o);
@@ -188,6 +199,11 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
 int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
 {
     if (o->is_stdout) return MODE_OK;
+    if (o->in_place) {
+        int rc = o->fd >= 0 && close(o->fd) < 0 ? mode_err_set(err, MODE_EIO, "%s: close: %s", o->path, strerror(errno)) : MODE_OK;
+        o->fd = -1;
+        return rc;
+    }
     if (o->fd < 0 || !o->tmp[0]) return mode_err_set(err, MODE_EINTERNAL, "%s: not open", o->path);
     if (fsync(o->fd) < 0 && errno != EINVAL) {
         int e = errno;
@@ -206,6 +222,7 @@ int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
         mode_outfile_abort(o);
         return mode_err_set(err, MODE_ECANTCREAT, "%s: rename: %s", o->path, strerror(e));
     }
+    if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
     o->tmp[0] = 0;
     char dir[4096];
     const char *base;
@@ -220,7 +237,10 @@ void mode_outfile_abort(struct mode_outfile *o)
     if (o->is_stdout) return;
     if (o->fd >= 0) close(o->fd);
     o->fd = -1;
-    if (o->tmp[0]) unlink(o->tmp);
+    if (o->tmp[0]) {
+        unlink(o->tmp); /* before it leaves the hook's list: a signal in between still removes it */
+        if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
+    }
     o->tmp[0] = 0;
 }
 
@@ -362,7 +382,16 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
         close(fd);
         return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
     }
-    size_t cap = S_ISREG(st.st_mode) && (uint64_t)st.st_size < max_bytes ? (size_t)st.st_size + 1 : 4096;
+    /* a regular file says its size: refused before anything is allocated; a pipe is read in
+     * doubling steps that stop one byte past the limit */
+    if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes) {
+        close(fd);
+        return mode_err_set(err, MODE_EDATA, "%s: %llu bytes, larger than the limit of %zu bytes", path,
+                            (unsigned long long)st.st_size, max_bytes);
+    }
+    if (max_bytes > SIZE_MAX / 4) max_bytes = SIZE_MAX / 4; /* max_bytes + 1 below stays finite */
+    size_t cap = S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 4096;
+    if (cap > max_bytes + 1) cap = max_bytes + 1;
     char *buf = malloc(cap + 1);
     if (!buf) {
         close(fd);
@@ -372,7 +401,7 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
     for (;;) {
         if (n == cap) {
             if (cap > max_bytes) break;
-            size_t nc = cap * 2;
+            size_t nc = cap > max_bytes / 2 ? max_bytes + 1 : cap * 2;
             char *nb = realloc(buf, nc + 1);
             if (!nb) {
                 free(buf);

@@ -43,15 +43,23 @@ ssize_t mode_read_retry(int fd, void *p, size_t n);
 
 /* An output file that appears at `path` only when committed: written to a temporary file in the
  * same directory (".NAME.tmp-XXXXXX"), fsync'ed and renamed over `path`. "-" means stdout (no
- * temporary; commit only flushes). */
+ * temporary; commit only flushes). A `path` that exists and is not a regular file (a device such
+ * as /dev/null, a FIFO, /dev/stdout) is written in place, never replaced: renaming over it would
+ * swap the device node for a regular file. */
 struct mode_outfile {
     int fd;
     int is_stdout;
+    int in_place; /* an existing device, FIFO or socket: opened as it is, closed by commit */
     char path[4096];
     char tmp[4096]; /* empty when none */
 };
 
 int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err);
+/* When set, called with the path of each temporary an output file creates (add 1) and once it
+ * is renamed into place or removed (add 0). The filters point it at the list of temporaries that
+ * their SIGINT/SIGTERM handler removes, so that a signal leaves none behind, also of the outputs
+ * the library writes by path (mode_json_write_file, mode_heatmap_png). NULL by default. */
+extern void (*mode_outfile_tmp_hook)(const char *tmp, int add);
 int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err);
 /* Removes the temporary file. Safe to call after commit (then a no-op) and twice. */
 void mode_outfile_abort(struct mode_outfile *o);

@@ -3,6 +3,7 @@
 
 #include "io.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +62,14 @@ static json_t *get(const struct mode_jctx *c, json_t *obj, const char *key, bool
     return v;
 }
 
+/* A real number that is an integer inside int64's range (2.0 but not 2.5 or 1e106): converting
+ * one outside the range would be undefined behaviour (fuzz_config found 1e106). -0x1p63 is
+ * representable, 0x1p63 is not. */
+static bool is_int64(double x)
+{
+    return x >= -0x1p63 && x < 0x1p63 && x == trunc(x);
+}
+
 int mode_json_int(const struct mode_jctx *c, json_t *obj, const char *key, bool required, int64_t *out,
                   struct mode_err *err)
 {
@@ -68,7 +77,7 @@ int mode_json_int(const struct mode_jctx *c, json_t *obj, const char *key, bool 
     json_t *v = get(c, obj, key, required, &rc, err);
     if (!v) return rc;
     if (json_is_integer(v)) *out = json_integer_value(v);
-    else if (json_is_real(v) && json_real_value(v) == (double)(int64_t)json_real_value(v)) *out = (int64_t)json_real_value(v);
+    else if (json_is_real(v) && is_int64(json_real_value(v))) *out = (int64_t)json_real_value(v);
     else return jerr(c, key, err, "expected an integer", v);
     return MODE_OK;
 }

@@ -13,8 +13,6 @@
 #include <jansson.h>
 #include <stdbool.h>
 
-#define MODE_JSON_MAX_FILE (256u << 20) /* config-like files; tokenizer.json of big vocabularies is ~10 MB */
-
 /* Reads and parses a file holding a JSON object; duplicate keys are an error. */
 int mode_json_load(const char *path, size_t max_bytes, json_t **out, struct mode_err *err);
 /* Parses a JSON object from memory; name is used in messages. */

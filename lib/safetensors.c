@@ -263,7 +263,7 @@ static int file_exists(const char *p, int *is_dir)
 static int open_index(struct mode_st_set *s, const char *dir, const char *index_path, struct mode_err *err)
 {
     json_t *idx;
-    int rc = mode_json_load(index_path, 64u << 20, &idx, err);
+    int rc = mode_json_load(index_path, MODE_ST_MAX_INDEX, &idx, err);
     if (rc) return rc == MODE_ENOINPUT ? MODE_EDATA : rc;
     const char *ib = base_name(index_path);
     json_t *wm = json_object_get(idx, "weight_map");

@@ -29,8 +29,16 @@
 #include "io.h"
 #include "mode.h"
 
-#define MODE_ST_MAX_HEADER (100u << 20) /* the limit the reference implementation sets */
+/* Limits (mode(7), LIMITS), checked before anything is allocated for them:
+ * MODE_ST_MAX_HEADER: the header length, as the reference implementation (safetensors'
+ *   MAX_HEADER_SIZE, 100,000,000 bytes); also checked against the file's size.
+ * MODE_ST_MAX_TENSORS: tensors in one file, counted before the tensor table is allocated; far
+ *   above the tensors of a checkpoint (fused experts keep them few).
+ * MODE_ST_MAX_INDEX: model.safetensors.index.json, read whole: about 90 bytes a tensor (the tiny
+ *   reference model's is 9,310 bytes for 104 tensors), so 64 MiB is some 700,000 tensors. */
+#define MODE_ST_MAX_HEADER 100000000u
 #define MODE_ST_MAX_TENSORS (1u << 20)
+#define MODE_ST_MAX_INDEX ((size_t)64 << 20)
 
 struct mode_st_file;
 

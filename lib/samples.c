@@ -69,6 +69,9 @@ int mode_sample_parse(const struct mode_rec *r, struct mode_sample *s, struct mo
     if ((rc = mode_rec_tensor(r, "tokens", true, &s->tokens, MODE_I32, 1, NULL, err))) return rc;
     s->n_tok = s->tokens.shape[0];
     if (s->n_tok < 1) return rec_fail(r, err, "sample '%.*s' has no tokens", (int)s->id_len, s->id);
+    if (s->n_tok > MODE_SAMPLE_MAX_TOKENS)
+        return rec_fail(r, err, "sample '%.*s' has %" PRId64 " tokens, more than the limit of %" PRId64, (int)s->id_len, s->id, s->n_tok,
+                        MODE_SAMPLE_MAX_TOKENS);
     int64_t d[1] = {s->n_tok};
     if ((rc = mode_rec_tensor(r, "modality", true, &s->modality, MODE_U8, 1, d, err)) ||
         (rc = mode_rec_tensor(r, "score", true, &s->score, MODE_U8, 1, d, err)))

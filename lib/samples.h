@@ -21,6 +21,13 @@
 #include "config.h"
 #include "mp.h"
 
+/* A record with more tokens is refused as corrupt (mode-stream(5), LIMITS) before any stage
+ * allocates for it: the stages hold a sample's activations whole, per layer, n_tok x n_embd
+ * floats several times over (4 GiB a copy at n_embd 1024 and this many tokens). An image's grid
+ * is at most 2^20 patches a dimension; its pixels and pads are checked against the bytes and
+ * tokens present. */
+#define MODE_SAMPLE_MAX_TOKENS (INT64_C(1) << 20)
+
 enum mode_modality { MODE_MOD_TEXT = 0, MODE_MOD_IMAGE = 1, MODE_MOD_VIDEO = 2 };
 
 struct mode_image {

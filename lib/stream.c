@@ -71,7 +71,14 @@ static int elem_done(struct mode_mp_scan *s)
     }
     s->in_msg = 0;
     s->msg_len = 0;
+    s->msg_objs = 0;
     return 1;
+}
+
+/* what the message costs once decoded: its bytes and one msgpack_object per container element */
+static uint64_t decoded_size(const struct mode_mp_scan *s, uint64_t more_bytes, uint64_t more_objs)
+{
+    return s->msg_len + more_bytes + (s->msg_objs + more_objs) * (uint64_t)sizeof(msgpack_object);
 }
 
 /* The length (or count) of an element with tag class cls is known. Returns -1 on error,
@@ -83,21 +90,31 @@ static int elem_begin(struct mode_mp_scan *s, int cls, uint64_t len, uint64_t ma
     case T_STR:
     case T_EXT:
         s->skip = cls == T_EXT ? len + 1 : len;
-        if (s->msg_len + s->skip > max_msg) {
+        if (decoded_size(s, s->skip, 0) > max_msg) {
             snprintf(why, why_n, "a record of at least %" PRIu64 " bytes exceeds the limit of %" PRIu64 " bytes (MODE_MAX_RECORD)",
-                     s->msg_len + s->skip, max_msg);
+                     decoded_size(s, s->skip, 0), max_msg);
             return -1;
         }
         return s->skip ? 0 : elem_done(s);
     case T_ARRAY:
-    case T_MAP:
+    case T_MAP: {
         if (len == 0) return elem_done(s);
         if (s->depth >= MODE_MP_MAX_DEPTH) {
             snprintf(why, why_n, "more than %d nested maps or arrays", MODE_MP_MAX_DEPTH);
             return -1;
         }
-        s->remain[s->depth++] = cls == T_MAP ? 2 * len : len;
+        const uint64_t n = cls == T_MAP ? 2 * len : len;
+        if (decoded_size(s, 0, n) > max_msg) {
+            snprintf(why, why_n,
+                     "a record declaring %" PRIu64 " elements decodes to at least %" PRIu64 " bytes, over the limit of %" PRIu64
+                     " bytes (MODE_MAX_RECORD)",
+                     s->msg_objs + n, decoded_size(s, 0, n), max_msg);
+            return -1;
+        }
+        s->msg_objs += n;
+        s->remain[s->depth++] = n;
         return 0;
+    }
     }
     snprintf(why, why_n, "internal scanner state");
     return -1;
@@ -125,9 +142,10 @@ int mode_mp_scan_feed(struct mode_mp_scan *s, const uint8_t *p, size_t n, uint64
             }
             s->in_msg = 1;
             s->msg_len = 0;
+            s->msg_objs = 0;
         }
         s->msg_len++;
-        if (s->msg_len > max_msg) {
+        if (decoded_size(s, 0, 0) > max_msg) {
             snprintf(why, why_n, "a record exceeds the limit of %" PRIu64 " bytes (MODE_MAX_RECORD)", max_msg);
             return MODE_EDATA;
         }
@@ -263,7 +281,8 @@ static int fill(struct mode_stream_reader *r, struct mode_err *err)
     uint64_t done = 0;
     char why[256];
     if (mode_mp_scan_feed(&r->scan, (const uint8_t *)buf, (size_t)n, r->max_record, &done, why, sizeof why)) {
-        if (r->n_streams == 0 && r->state == 0)
+        /* the first message of the input is at fault only when none has ended before it */
+        if (r->n_streams == 0 && r->state == 0 && r->complete + done == 0)
             return mode_err_set(err, MODE_EDATA, "%s: not a mode stream: %s", r->name, why);
         return mode_err_set(err, MODE_EDATA, "%s: malformed stream after %" PRIu64 " records: %s", r->name,
                             r->n_records, why);

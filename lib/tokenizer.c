@@ -260,7 +260,7 @@ int mode_tokenizer_load(const char *path, struct mode_tokenizer **out, struct mo
 {
     *out = NULL;
     json_t *root;
-    int rc = mode_json_load(path, (size_t)1 << 30, &root, err);
+    int rc = mode_json_load(path, MODE_TOKENIZER_MAX_FILE, &root, err);
     if (rc) return rc;
     struct mode_tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
@@ -308,7 +308,7 @@ int mode_tokenizer_load(const char *path, struct mode_tokenizer **out, struct mo
     json_t *v;
     json_object_foreach(vocab, key, v)
     {
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= (1 << 24)) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= MODE_TOKENIZER_MAX_VOCAB) {
             rc = mode_err_set(err, MODE_EDATA, "%s: vocab entry '%s' has no valid id", path, key);
             goto fail;
         }
@@ -318,12 +318,18 @@ int mode_tokenizer_load(const char *path, struct mode_tokenizer **out, struct mo
     json_array_foreach(added, ai, v)
     {
         json_t *id = json_object_get(v, "id");
-        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= (1 << 24) ||
+        if (!json_is_integer(id) || json_integer_value(id) < 0 || json_integer_value(id) >= MODE_TOKENIZER_MAX_VOCAB ||
             !json_is_string(json_object_get(v, "content"))) {
             rc = mode_err_set(err, MODE_EDATA, "%s: added_tokens[%zu] needs an id and a content", path, ai);
             goto fail;
         }
         if (json_integer_value(id) > maxid) maxid = json_integer_value(id);
+    }
+    const size_t listed = json_object_size(vocab) + json_array_size(added);
+    if ((size_t)maxid >= MODE_TOKENIZER_MAX_SPARSE * listed + MODE_TOKENIZER_MAX_SPARSE_SLACK) {
+        rc = mode_err_set(err, MODE_EDATA, "%s: the largest token id %lld is out of proportion to the %zu tokens listed (at most %zu)", path,
+                          (long long)maxid, listed, MODE_TOKENIZER_MAX_SPARSE * listed + MODE_TOKENIZER_MAX_SPARSE_SLACK - 1);
+        goto fail;
     }
     t->n_vocab = (int32_t)(maxid + 1);
     t->tok = calloc((size_t)t->n_vocab + 1, sizeof *t->tok);

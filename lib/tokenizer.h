@@ -29,6 +29,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Limits (mode-tokenize(1), LIMITS): tokenizer.json is read whole and parsed by jansson, at most
+ * MODE_TOKENIZER_MAX_FILE bytes (Qwen3's is 11,422,654 bytes). Token ids are below
+ * MODE_TOKENIZER_MAX_VOCAB (2^24, also config.h's bound on vocab_size), and the largest is
+ * below MODE_TOKENIZER_MAX_SPARSE times the number of tokens the file lists (vocabulary and
+ * added tokens) plus MODE_TOKENIZER_MAX_SPARSE_SLACK: the tables are indexed by id, so a file
+ * listing a few tokens with huge ids would otherwise allocate hundreds of megabytes. */
+#define MODE_TOKENIZER_MAX_FILE ((size_t)256 << 20)
+#define MODE_TOKENIZER_MAX_VOCAB (1 << 24)
+#define MODE_TOKENIZER_MAX_SPARSE 2
+#define MODE_TOKENIZER_MAX_SPARSE_SLACK 1024
+
 struct mode_tokenizer;
 
 /* Loads tokenizer.json. MODE_ENOINPUT when missing, MODE_EDATA for a malformed or unsupported

@@ -25,6 +25,8 @@ static struct {
 void mode_cli_tmp_add(const char *path, bool is_dir)
 {
     for (int i = 0; i < MAX_TMP; i++)
+        if (tmps[i].used && !strcmp(tmps[i].path, path)) return; /* already listed */
+    for (int i = 0; i < MAX_TMP; i++)
         if (!tmps[i].used) {
             snprintf(tmps[i].path, sizeof tmps[i].path, "%s", path);
             tmps[i].is_dir = is_dir;
@@ -85,12 +87,25 @@ static void on_signal(int sig)
     raise(sig);
 }
 
+/* io.h's hook: every output file's temporary, also those the library opens by path */
+static void tmp_hook(const char *tmp, int add)
+{
+    if (add) mode_cli_tmp_add(tmp, false);
+    else mode_cli_tmp_remove(tmp);
+}
+
 void mode_cli_init(const char *prog)
 {
     mode_prog = prog;
+    /* 0, 1, 2 in this order, since open() takes the lowest free descriptor: a closed stdout is
+     * held by /dev/null while stderr is checked (stderr's /dev/null would otherwise land on 1,
+     * the data would vanish into it and stderr would stay closed for the next file opened), and
+     * is then refused */
     if (fcntl(0, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_RDONLY);
+    bool no_stdout = fcntl(1, F_GETFD) < 0 && errno == EBADF;
+    if (no_stdout) open("/dev/null", O_WRONLY);
     if (fcntl(2, F_GETFD) < 0 && errno == EBADF) open("/dev/null", O_WRONLY);
-    if (fcntl(1, F_GETFD) < 0 && errno == EBADF) mode_die(MODE_EIO, "stdout: %s", strerror(EBADF));
+    if (no_stdout) mode_die(MODE_EIO, "stdout: %s", strerror(EBADF));
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -98,6 +113,7 @@ void mode_cli_init(const char *prog)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
+    mode_outfile_tmp_hook = tmp_hook;
 }
 
 void mode_die(int code, const char *fmt, ...)
@@ -161,18 +177,15 @@ bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi)
     return true;
 }
 
+/* the temporary is listed for removal on a signal by the hook set in mode_cli_init */
 void mode_cli_outfile_open(struct mode_outfile *out, const char *path)
 {
     struct mode_err e = {0};
     if (mode_outfile_open(out, path, &e)) mode_fail(&e);
-    if (out->tmp[0]) mode_cli_tmp_add(out->tmp, false);
 }
 
 void mode_cli_outfile_commit(struct mode_outfile *out)
 {
     struct mode_err e = {0};
-    char tmp[sizeof out->tmp];
-    memcpy(tmp, out->tmp, sizeof tmp);
     if (mode_outfile_commit(out, &e)) mode_fail(&e);
-    if (tmp[0]) mode_cli_tmp_remove(tmp);
 }

@@ -134,15 +134,10 @@ int main(int argc, char **argv)
     if (mode_input_open(&in, input, &r.m, &err)) mode_fail(&err);
 
     struct mode_outfile out, lout;
-    char out_tmp[sizeof out.tmp] = "", lout_tmp[sizeof lout.tmp] = "";
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    memcpy(out_tmp, out.tmp, sizeof out_tmp);
-    if (out_tmp[0]) mode_cli_tmp_add(out_tmp, false);
+    mode_cli_outfile_open(&out, output);
     if (logits_path) {
         r.logits = true;
-        if (mode_outfile_open(&lout, logits_path, &err)) mode_fail(&err);
-        memcpy(lout_tmp, lout.tmp, sizeof lout_tmp);
-        if (lout_tmp[0]) mode_cli_tmp_add(lout_tmp, false);
+        mode_cli_outfile_open(&lout, logits_path);
         struct mode_mp h;
         mode_mp_init(&h);
         mode_stream_header_begin(&h, "logits", "mode-eval");
@@ -180,10 +175,8 @@ int main(int argc, char **argv)
     }
     double seconds = now() - t0;
     if (r.logits) {
-        if (mode_stream_write_trailer(&r.lw, NULL, &err) || mode_stream_writer_free(&r.lw, &err) ||
-            mode_outfile_commit(&lout, &err))
-            mode_fail(&err);
-        mode_cli_tmp_remove(lout_tmp);
+        if (mode_stream_write_trailer(&r.lw, NULL, &err) || mode_stream_writer_free(&r.lw, &err)) mode_fail(&err);
+        mode_cli_outfile_commit(&lout);
     }
 
     /* the report: metrics + what was evaluated */
@@ -209,8 +202,8 @@ int main(int argc, char **argv)
     struct mode_wbuf w;
     if (mode_wbuf_init(&w, out.fd, out.path, &err)) mode_fail(&err);
     if (mode_mpjson_write(&w, &u.data, 0) || mode_wbuf_putc(&w, '\n')) mode_fail(&w.err);
-    if (mode_wbuf_free(&w, &err) || mode_outfile_commit(&out, &err)) mode_fail(&err);
-    mode_cli_tmp_remove(out_tmp);
+    if (mode_wbuf_free(&w, &err)) mode_fail(&err);
+    mode_cli_outfile_commit(&out);
     msgpack_unpacked_destroy(&u);
     mode_mp_free(&j);
     mode_input_close(&in);

@@ -140,10 +140,7 @@ int main(int argc, char **argv)
     in.hi = samples_given ? s_hi : -1;
 
     struct mode_outfile out;
-    if (mode_outfile_open(&out, output, &err)) mode_fail(&err);
-    char tmp[sizeof out.tmp];
-    memcpy(tmp, out.tmp, sizeof tmp);
-    if (tmp[0]) mode_cli_tmp_add(tmp, false);
+    mode_cli_outfile_open(&out, output);
     struct mode_stream_writer w;
     struct mode_mp h;
     mode_mp_init(&h);
@@ -221,9 +218,8 @@ int main(int argc, char **argv)
         samples += n;
         mode_progress("samples", (uint64_t)samples, in.ended ? (uint64_t)samples : (uint64_t)samples + 1);
     }
-    if (mode_stream_write_trailer(&w, NULL, &err) || mode_stream_writer_free(&w, &err) || mode_outfile_commit(&out, &err))
-        mode_fail(&err);
-    mode_cli_tmp_remove(tmp);
+    if (mode_stream_write_trailer(&w, NULL, &err) || mode_stream_writer_free(&w, &err)) mode_fail(&err);
+    mode_cli_outfile_commit(&out);
     mode_mp_free(&c.rec);
     mode_rt_batch_free(&b);
     mode_input_close(&in);

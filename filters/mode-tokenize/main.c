@@ -32,6 +32,16 @@ static const char usage_text[] =
     "INPUT is JSONL (default: stdin). Exit: 0 ok, 64 usage, 65 bad line or model, 66 missing input\n"
     "or image, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-tokenize(1).\n";
 
+/* Limits (mode-tokenize(1), LIMITS). The input is read whole, since its SHA-256 goes into the
+ * header that precedes the records: MODE_TOKENIZE_MAX_INPUT bytes at most (a regular file is
+ * refused by its size before anything is read). Each line is parsed by jansson as one JSON
+ * value, which costs a multiple of its size, one json_t per value (some 22 times for a line of
+ * numbers, measured with mode-cat -J): MODE_TOKENIZE_MAX_LINE bytes
+ * at most, far beyond a calibration or evaluation conversation (images are paths in it, not
+ * data); a longer line is a bad line (exit 65, or skipped with --skip-bad). Images: image.h. */
+#define MODE_TOKENIZE_MAX_INPUT ((size_t)1 << 34)
+#define MODE_TOKENIZE_MAX_LINE ((size_t)16 << 20)
+
 static struct mode_err err;
 
 static int64_t parse_pos(const char *opt, const char *s)
@@ -92,7 +102,7 @@ int main(int argc, char **argv)
     /* the whole input first: its SHA-256 goes into the header, which comes before the records */
     char *data;
     size_t len;
-    if (mode_read_file(strcmp(input, "-") ? input : "/dev/stdin", (size_t)1 << 34, &data, &len, &err)) mode_fail(&err);
+    if (mode_read_file(strcmp(input, "-") ? input : "/dev/stdin", MODE_TOKENIZE_MAX_INPUT, &data, &len, &err)) mode_fail(&err);
     struct mode_sha256 sh;
     char hex[65];
     mode_sha256_init(&sh);
@@ -170,10 +180,14 @@ int main(int argc, char **argv)
         char where[4200];
         snprintf(where, sizeof where, "%s:%lld", strcmp(input, "-") ? input : "stdin", (long long)lineno);
         json_error_t je;
-        json_t *j = json_loadb(ln, ll, JSON_REJECT_DUPLICATES, &je);
+        json_t *j = NULL;
         struct mode_chat_sample s = {0};
         int rc;
-        if (!j) rc = mode_err_set(&err, MODE_EDATA, "bad JSON at column %d: %s", je.column, je.text);
+        if (end - (size_t)(ln - data) > MODE_TOKENIZE_MAX_LINE)
+            rc = mode_err_set(&err, MODE_EDATA, "a line of %zu bytes exceeds the limit of %zu bytes (MODE_TOKENIZE_MAX_LINE)",
+                              end - (size_t)(ln - data), MODE_TOKENIZE_MAX_LINE);
+        else if (!(j = json_loadb(ln, ll, JSON_REJECT_DUPLICATES, &je)))
+            rc = mode_err_set(&err, MODE_EDATA, "bad JSON at column %d: %s", je.column, je.text);
         else rc = mode_chat_sample(&cc, j, &s, &err);
         json_decref(j);
         if (!rc && max_tokens && (int64_t)s.n_tok > max_tokens) {

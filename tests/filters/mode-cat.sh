@@ -93,6 +93,13 @@ has "$T/err" "line 2: field 't': data[0]: 300 is out of range for dtype u8" "...
 printf '%s\n' '{"magic":"MODE","version":1,"kind":"alloc"}' '{"end":"MODE","records":3}' >"$T/count.jsonl"
 run mode-cat -J "$T/count.jsonl"
 is "$rc" 65 "-J: wrong trailer count: exit 65"
+# MODE_CAT_MAX_LINE (mode-cat(1), LIMITS): a line of 64 MiB + 1 byte is refused unparsed
+{ printf '%s\n' '{"magic":"MODE","version":1,"kind":"alloc"}'; head -c 67108865 /dev/zero | tr '\0' ' '; echo; } >"$T/long.jsonl"
+run mode-cat -J -o "$T/long.ms" "$T/long.jsonl"
+is "$rc" 65 "-J: a line over 64 MiB: exit 65"
+is "$(cat "$T/err")" "mode-cat: $T/long.jsonl: line 2: longer than the limit of 67108864 bytes (MODE_CAT_MAX_LINE)" "... names the line and the limit"
+[ ! -e "$T/long.ms" ] && pass "... no output left" || fail "... no output left"
+rm -f "$T/long.jsonl"
 
 # ---- checkpoints
 run mode-cat -m "$HUB"

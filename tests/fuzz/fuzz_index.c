@@ -23,12 +23,25 @@ static void shard(const char *name, const char *tensor)
     fclose(f);
 }
 
+/* the directory goes when the run ends (every make check made one in /tmp and left it) */
+static void cleanup(void)
+{
+    const char *names[] = {"a.safetensors", "b.safetensors", "model.safetensors.index.json"};
+    char path[512];
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc, (void)argv;
     const char *t = getenv("TMPDIR");
     snprintf(dir, sizeof dir, "%s/mode-fuzz-index-XXXXXX", t && *t ? t : "/tmp");
     if (!mkdtemp(dir)) abort();
+    atexit(cleanup);
     shard("a.safetensors", "x");
     shard("b.safetensors", "y");
     return 0;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const names[] = {"1f34e",       "1f44b-1f3fd",      "1f600",          "2764-fe0f",      "gray_50x120", "gray_alpha_50x120",
                                     "palette_100x75", "rgb16_100x75", "rgb_100x75", "rgb_700x500", "rgba_64x64"};
@@ -182,5 +183,36 @@ int main(void)
     ok(mode_rgb_decode((const uint8_t *)png, pn, "bad.png", &c, &err) == MODE_EDATA, "a corrupt PNG is refused");
     free(png);
     ok(mode_rgb_load("/nonexistent.png", &c, &err) == MODE_ENOINPUT, "a missing file: 66");
+
+    /* limits (image.h): a header declaring one row more than PIL's refusal threshold
+     * (2 x 89478485 pixels) is refused before any pixel buffer exists; its data is empty */
+    static const char too_big[] = "the limits are 178956970 pixels, as PIL's, and 32768 a side";
+    is_int(mode_rgb_load(fixture("limits/16384x10923.png"), &c, &err), MODE_EDATA, "a PNG of 16384 x 10923 pixels is refused");
+    has_str(err.msg, "16384x10923.png: an image of 16384 x 10923 pixels is too large", "... naming its size: %s", err.msg);
+    has_str(err.msg, too_big, "... and the limits");
+    jp = make_jpeg(16, 16, 0, &n);
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < n && !sof; i++)
+        if (jp[i] == 0xFF && jp[i + 1] == 0xC0) sof = i;
+    ok(sof > 0, "the JPEG has a baseline SOF0 marker");
+    if (sof) {
+        /* FF C0, length (2), precision (1), height (2), width (2) */
+        jp[sof + 5] = 10923 >> 8, jp[sof + 6] = 10923 & 0xFF, jp[sof + 7] = 16384 >> 8, jp[sof + 8] = 0;
+        is_int(mode_rgb_decode(jp, n, "big.jpg", &c, &err), MODE_EDATA, "a JPEG header of 16384 x 10923 pixels is refused");
+        has_str(err.msg, "big.jpg: an image of 16384 x 10923 pixels is too large", "... before decoding: %s", err.msg);
+        jp[sof + 5] = 0, jp[sof + 6] = 16, jp[sof + 7] = 0x80, jp[sof + 8] = 1; /* 16 x 32769: one side too long */
+        is_int(mode_rgb_decode(jp, n, "wide.jpg", &c, &err), MODE_EDATA, "a JPEG 32769 pixels wide is refused");
+        has_str(err.msg, "wide.jpg: an image of 32769 x 16 pixels is too large", "... naming its size: %s", err.msg);
+    }
+    free(jp);
+    /* MODE_IMAGE_MAX_FILE: a file of 1 GiB + 1 byte (sparse) is refused by its size, unread */
+    char big_path[4200];
+    snprintf(big_path, sizeof big_path, "%s/big.png", tap_tmpdir());
+    FILE *bigf = fopen(big_path, "w");
+    if (bigf) fclose(bigf);
+    ok(truncate(big_path, (off_t)MODE_IMAGE_MAX_FILE + 1) == 0, "a 1 GiB + 1 byte file");
+    is_int(mode_rgb_load(big_path, &c, &err), MODE_EDATA, "an image file over 1 GiB is refused");
+    has_str(err.msg, "big.png: 1073741825 bytes, larger than the limit of 1073741824 bytes", "... by its size: %s", err.msg);
+    unlink(big_path);
     return tap_done();
 }

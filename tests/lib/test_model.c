@@ -193,6 +193,13 @@ int main(void)
     struct edit strhidden[] = {{"text_config.hidden_size", json_string("96")}};
     expect_open_error(make_model("strhidden", strhidden, 1, NULL, 0), MODE_EDATA,
                       "text_config.hidden_size: expected an integer, got a string", "hidden_size as a string");
+    /* fuzz_config: a real number outside int64's range was converted to one (undefined behaviour) */
+    struct edit realhuge[] = {{"text_config.hidden_size", json_real(1e106)}};
+    expect_open_error(make_model("realhuge", realhuge, 1, NULL, 0), MODE_EDATA,
+                      "text_config.hidden_size: expected an integer, got a real number", "hidden_size 1e106 (regress/fuzz_config)");
+    struct edit realint[] = {{"text_config.num_hidden_layers", json_real(1e6)}};
+    expect_open_error(make_model("realint", realint, 1, NULL, 0), MODE_EDATA, "text_config.num_hidden_layers: 1000000 is outside [1, 1024]",
+                      "an integral real is read as the integer it is");
     struct edit both[] = {{"text_config.num_local_experts", json_integer(8)}};
     expect_open_error(make_model("both", both, 1, NULL, 0), MODE_EDATA, "num_experts (16) and num_local_experts (8) disagree",
                       "expert counts disagree");
@@ -214,6 +221,11 @@ int main(void)
     fputs("{\"architectures\": [", f);
     fclose(f);
     expect_open_error(d_bad, MODE_EDATA, "config.json: invalid JSON at line 1", "config.json not JSON");
+    /* MODE_CONFIG_MAX_FILE: refused by its size, before it is read (a sparse file) */
+    f = fopen(p, "w");
+    fclose(f);
+    ok(truncate(p, (off_t)MODE_CONFIG_MAX_FILE + 1) == 0, "a config.json of 64 MiB + 1 byte");
+    expect_open_error(d_bad, MODE_EDATA, "config.json: 67108865 bytes, larger than the limit of 67108864 bytes", "config.json over the limit");
     unlink(p);
     expect_open_error(d_bad, MODE_ENOINPUT, "config.json: No such file or directory", "no config.json");
     expect_open_error(fixture("nowhere"), MODE_ENOINPUT, "not a model directory", "no directory");

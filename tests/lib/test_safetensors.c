@@ -197,7 +197,29 @@ int main(void)
     expect_file_error(tmp("hlen.safetensors"), MODE_EDATA, "hlen.safetensors: header length 1000000 runs past the end of the file",
                       "header length past the end");
     write_st(tmp("hhuge.safetensors"), "{}", 0, UINT64_C(1) << 40);
-    expect_file_error(tmp("hhuge.safetensors"), MODE_EDATA, "exceeds the limit of 104857600 bytes", "header length over the limit");
+    expect_file_error(tmp("hhuge.safetensors"), MODE_EDATA, "exceeds the limit of 100000000 bytes", "header length over the limit");
+    /* the reference's MAX_HEADER_SIZE exactly: 100,000,000 bytes pass the limit (then the file
+     * is too short), one more does not */
+    write_st(tmp("hlim.safetensors"), "{}", 0, 100000000);
+    expect_file_error(tmp("hlim.safetensors"), MODE_EDATA, "header length 100000000 runs past the end of the file",
+                      "header length at the limit: checked against the file");
+    write_st(tmp("hlim.safetensors"), "{}", 0, 100000001);
+    expect_file_error(tmp("hlim.safetensors"), MODE_EDATA, "hlim.safetensors: header length 100000001 exceeds the limit of 100000000 bytes",
+                      "header length one over the limit");
+    {
+        /* 2^20 + 1 tensors: counted before the tensor table exists (the entries are not even
+         * looked at) */
+        const size_t nt = MODE_ST_MAX_TENSORS + 1;
+        char *h = malloc(nt * 12 + 8), *q = h;
+        *q++ = '{';
+        for (size_t i = 0; i < nt; i++) q += sprintf(q, "%s\"%zx\":0", i ? "," : "", i);
+        *q++ = '}', *q = 0;
+        write_st(tmp("many.safetensors"), h, 0, 0);
+        free(h);
+        expect_file_error(tmp("many.safetensors"), MODE_EDATA, "many.safetensors: 1048577 tensors exceed the limit of 1048576",
+                          "a tensor count over the limit");
+        unlink(tmp("many.safetensors"));
+    }
     write_st(tmp("overlap.safetensors"),
              "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
              12, 0);
@@ -267,6 +289,10 @@ int main(void)
     fprintf(f, "{\"weight_map\":");
     fclose(f);
     expect_set_error(d1, MODE_EDATA, "model.safetensors.index.json: invalid JSON", "broken index");
+    /* an index over MODE_ST_MAX_INDEX: refused by its size, before it is read (a sparse file) */
+    ok(truncate(p1, (off_t)MODE_ST_MAX_INDEX + 1) == 0, "an index of 64 MiB + 1 byte");
+    expect_set_error(d1, MODE_EDATA, "model.safetensors.index.json: 67108865 bytes, larger than the limit of 67108864 bytes",
+                     "an index over the limit");
     mkdir(tmp("empty"), 0755);
     expect_set_error(tmp("empty"), MODE_ENOINPUT, "no model.safetensors or model.safetensors.index.json", "empty directory");
 

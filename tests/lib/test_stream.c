@@ -2,6 +2,7 @@
  * truncation at every byte, garbage, and every header/trailer/record error (lib/stream.c,
  * lib/mp.c, lib/mpjson.c). The streams come from the JSON lines in tests/fixtures/streams. */
 #include "../../lib/mpjson.h"
+#include "../../lib/samples.h"
 #include "../../lib/stream.h"
 #include "tap.h"
 
@@ -305,13 +306,22 @@ int main(void)
         buf_add(&deep, tr.p, tr.n);
         is_int(read_all(&deep, 0, NULL, NULL, NULL, &err), MODE_EDATA, "32 are refused");
         has_str(err.msg, "more than 31 nested maps or arrays", "... with a message");
-        /* an array that claims 2^32-1 elements and then ends: truncated, nothing huge allocated */
+        /* an array that claims 2^24-1 elements and then ends: truncated, nothing huge allocated */
         struct buf huge = {0};
         buf_add(&huge, t.p, t.n);
-        const uint8_t claim[] = {0x81, 0xa1, 'x', 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
+        const uint8_t claim[] = {0x81, 0xa1, 'x', 0xdd, 0x00, 0xff, 0xff, 0xff, 0x01, 0x02};
         buf_add(&huge, claim, sizeof claim);
-        is_int(read_all(&huge, 0, NULL, NULL, NULL, &err), MODE_EDATA, "a 4-billion-element claim with 2 elements");
+        is_int(read_all(&huge, 0, NULL, NULL, NULL, &err), MODE_EDATA, "a 16-million-element claim with 2 elements");
         has_str(err.msg, "truncated: the input ends inside record 1", "... is a truncated record");
+        /* one of 2^32-1 elements would decode to 2^32-1 msgpack_objects (24 bytes each), over the
+         * default 4 GiB: refused as soon as the count is read */
+        struct buf huge4 = {0};
+        buf_add(&huge4, t.p, t.n);
+        const uint8_t claim4[] = {0x81, 0xa1, 'x', 0xdd, 0xff, 0xff, 0xff, 0xff, 0x01, 0x02};
+        buf_add(&huge4, claim4, sizeof claim4);
+        is_int(read_all(&huge4, 0, NULL, NULL, NULL, &err), MODE_EDATA, "a 4-billion-element claim");
+        has_str(err.msg, "malformed stream after 0 records: a record declaring 4294967297 elements decodes to at least",
+                "... is refused by what it would decode to: %s", err.msg);
         /* MODE_MAX_RECORD */
         setenv("MODE_MAX_RECORD", "1K", 1);
         struct buf big = {0};
@@ -323,7 +333,19 @@ int main(void)
         buf_add(&big, tr.p, tr.n);
         is_int(read_all(&big, 0, NULL, NULL, NULL, &err), MODE_EDATA, "a record over MODE_MAX_RECORD");
         has_str(err.msg, "exceeds the limit of 1024 bytes (MODE_MAX_RECORD)", "... names the limit");
+        /* 200 nils: 206 bytes, but 201 decoded objects (4.8 kB) */
+        struct buf nils = {0};
+        buf_add(&nils, t.p, t.n);
+        const uint8_t arr[] = {0x81, 0xa1, 'x', 0xdc, 0x00, 200};
+        buf_add(&nils, arr, sizeof arr);
+        uint8_t nil200[200];
+        memset(nil200, 0xc0, sizeof nil200);
+        buf_add(&nils, nil200, sizeof nil200);
+        buf_add(&nils, tr.p, tr.n);
+        is_int(read_all(&nils, 0, NULL, NULL, NULL, &err), MODE_EDATA, "206 bytes decoding to 4.8 kB, over MODE_MAX_RECORD=1K");
+        has_str(err.msg, "a record declaring 202 elements decodes to at least", "... counted as decoded: %s", err.msg);
         unsetenv("MODE_MAX_RECORD");
+        is_int(read_all(&nils, 1, NULL, NULL, NULL, &err), MODE_OK, "the same record without the limit");
         is_int(read_all(&big, 1, NULL, NULL, NULL, &err), MODE_OK, "the same record without the limit");
         /* 0xc1 is never valid */
         struct buf c1 = {0};
@@ -415,6 +437,34 @@ int main(void)
         const char *j3 = "{\"a\":1,\"a\":2}";
         is_int(mode_mpjson_parse(&mp, j3, strlen(j3), "in", &err), MODE_EDATA, "duplicate JSON keys");
         mode_mp_free(&mp);
+    }
+    {
+        /* MODE_SAMPLE_MAX_TOKENS: a samples record one token over the limit is refused as it is
+         * parsed; one at the limit passes */
+        for (int64_t n = MODE_SAMPLE_MAX_TOKENS; n <= MODE_SAMPLE_MAX_TOKENS + 1; n++) {
+            int32_t *tok = calloc((size_t)n, sizeof *tok);
+            uint8_t *z = calloc((size_t)n, 1);
+            struct mode_sample_in si = {"long", n, tok, z, z, 0, NULL, NULL};
+            struct mode_mp sb;
+            mode_mp_init(&sb);
+            mode_sample_pack(&sb, &si);
+            msgpack_unpacked u;
+            msgpack_unpacked_init(&u);
+            size_t off = 0;
+            msgpack_unpack_next(&u, sb.buf, sb.len, &off);
+            struct mode_rec rc = {&u.data, "s.msgpack", "record 1"};
+            struct mode_sample s;
+            int st = mode_sample_parse(&rc, &s, &err);
+            if (n == MODE_SAMPLE_MAX_TOKENS) is_int(st, MODE_OK, "a sample of 2^20 tokens is read");
+            else {
+                is_int(st, MODE_EDATA, "a sample of 2^20 + 1 tokens is refused");
+                is_str(err.msg, "s.msgpack: record 1: sample 'long' has 1048577 tokens, more than the limit of 1048576", "... saying so");
+            }
+            if (!st) mode_sample_free(&s);
+            msgpack_unpacked_destroy(&u);
+            mode_mp_free(&sb);
+            free(tok), free(z);
+        }
     }
     return tap_done();
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static char path_buf[4096];
 
@@ -188,5 +189,25 @@ int main(void)
     write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}");
     ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "a vocabulary without the byte alphabet is refused");
     has_str(err.msg, "not a byte-level BPE", "saying why");
+
+    /* limits (tokenizer.h) */
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 16777216}, \"merges\": []}}");
+    ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "an id of 2^24 is refused");
+    has_str(err.msg, "vocab entry 'a' has no valid id", "naming the entry");
+    /* 3 tokens listed, ids up to 2*3 + 1024 - 1 = 1029 allowed: 1030 would make tables for 1031 */
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+                  " \"added_tokens\": [{\"id\": 1030, \"content\": \"<x>\"}]}");
+    ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "a few tokens with a large id are refused before the tables exist");
+    has_str(err.msg, "t.json: the largest token id 1030 is out of proportion to the 3 tokens listed (at most 1029)", "saying so");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 16777215}, \"merges\": []}}");
+    ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "two tokens, one of id 2^24 - 1: refused");
+    has_str(err.msg, "the largest token id 16777215 is out of proportion to the 2 tokens listed (at most 1027)", "saying why");
+    write_file(p, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []},"
+                  " \"added_tokens\": [{\"id\": 1029, \"content\": \"<x>\"}]}");
+    ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "id 1029 of 3 tokens passes the limit (and fails later)");
+    has_str(err.msg, "not a byte-level BPE", "... on the missing byte alphabet");
+    ok(truncate(p, (off_t)MODE_TOKENIZER_MAX_FILE + 1) == 0, "a tokenizer.json of 256 MiB + 1 byte (sparse)");
+    ok(mode_tokenizer_load(p, &t, &err) == MODE_EDATA, "is refused");
+    has_str(err.msg, "t.json: 268435457 bytes, larger than the limit of 268435456 bytes", "by its size, unread");
     return tap_done();
 }
