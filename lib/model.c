@@ -380,7 +380,8 @@ int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
     if (!rc) {
         /* a quantization_config of method gptq: routed experts may be packed */
         json_t *root = NULL;
-        if (!mode_json_load(p, (size_t)64 << 20, &root, NULL)) {
+        rc = mode_json_load(p, MODE_CONFIG_MAX_FILE, &root, err); /* read again: mode_config_load just read it */
+        if (!rc) {
             json_t *qc = json_object_get(root, "quantization_config");
             const char *qm = json_string_value(json_object_get(qc, "quant_method"));
             const char *fmt = json_string_value(json_object_get(qc, "checkpoint_format"));

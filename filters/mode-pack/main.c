@@ -218,6 +218,12 @@ static int *read_alloc(const char *path, const struct mode_model *m, struct mode
     return bits;
 }
 
+/* limits of the files mode-pack reads whole besides the model's own (config.h's): a side file of
+ * the model directory copied into the checkpoint (tokenizer.json and the like; the largest known
+ * are tens of MB), and the provenance it writes and reads back (the headers of two streams) */
+#define PACK_SIDE_FILE_MAX ((size_t)1 << 30)
+#define PACK_PROVENANCE_MAX ((size_t)1 << 30)
+
 static int file_exists(const char *p)
 {
     struct stat st;
@@ -242,7 +248,7 @@ static void copy_side_files(const char *src, const struct mode_outdir *od)
         if (stat(p, &st) || !S_ISREG(st.st_mode)) continue;
         char *data;
         size_t dl;
-        if (mode_read_file(p, (size_t)1 << 30, &data, &dl, &err) || mode_outdir_write(od, n, data, dl, &err)) mode_fail(&err);
+        if (mode_read_file(p, PACK_SIDE_FILE_MAX, &data, &dl, &err) || mode_outdir_write(od, n, data, dl, &err)) mode_fail(&err);
         free(data);
     }
     closedir(d);
@@ -399,7 +405,8 @@ int main(int argc, char **argv)
                 mode_die(MODE_EDATA, "%s was made from other inputs or options (fingerprint %.12s, now %.12s): remove it to start over",
                          r.resume_dir, fpd, r.fingerprint);
             free(fpd);
-            if (mode_read_file(p, (size_t)1 << 40, &h, &hl, &err)) mode_fail(&err);
+            /* the expected size as the limit: a wrong-sized file is refused from its size, unread */
+            if (mode_read_file(p, sizeof *b.h * (size_t)(b.n_rows * r.D), &h, &hl, &err)) mode_fail(&err);
             if (hl != sizeof *b.h * (size_t)(b.n_rows * r.D)) mode_die(MODE_EDATA, "%s: %zu bytes, expected %zu", p, hl, sizeof *b.h * (size_t)(b.n_rows * r.D));
             memcpy(b.h, h, hl);
             free(h);
@@ -455,7 +462,7 @@ int main(int argc, char **argv)
     char cp[4200];
     snprintf(cp, sizeof cp, "%s/config.json", model_dir);
     json_t *cfg;
-    if (mode_json_load(cp, (size_t)64 << 20, &cfg, &err)) mode_fail(&err);
+    if (mode_json_load(cp, MODE_CONFIG_MAX_FILE, &cfg, &err)) mode_fail(&err);
     int hist[17] = {0};
     for (int l = 0; l < L; l++)
         for (int e = 0; m.cfg.text.is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
@@ -544,7 +551,7 @@ int main(int argc, char **argv)
         msgpack_unpacked_destroy(&u);
         mode_mp_free(&pm);
         json_t *prov;
-        if (mode_json_load(jp, (size_t)1 << 30, &prov, &err)) mode_fail(&err);
+        if (mode_json_load(jp, PACK_PROVENANCE_MAX, &prov, &err)) mode_fail(&err);
         unlink(jp);
         json_object_set_new(mode, "provenance", prov);
     }
