@@ -2,6 +2,7 @@
 #include "device.h"
 
 #include "../../kernels/mode_cuda.h"
+#include "../../lib/ops.h"
 #include "cli.h"
 
 #include <string.h>
@@ -19,3 +20,10 @@ enum mode_device mode_cli_device(const char *arg)
 }
 
 const char *mode_device_name(enum mode_device d) { return d == MODE_DEVICE_CUDA ? "cuda" : "cpu"; }
+
+void mode_cli_device_report(void)
+{
+    struct mode_err err = {0};
+    int64_t n = 0;
+    if (mode_ops_device_status(&n, &err)) mode_warn("%lld matrix products fell back to the CPU after a GPU failure: %s", (long long)n, err.msg);
+}

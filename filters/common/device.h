@@ -9,5 +9,7 @@
 
 enum mode_device mode_cli_device(const char *arg);
 const char *mode_device_name(enum mode_device d);
+/* A warning when matrix products fell back from the GPU to the CPU (ops.h), with the first error. */
+void mode_cli_device_report(void);
 
 #endif

@@ -8,6 +8,7 @@
 #include "../../lib/runtime.h"
 #include "../../lib/stream.h"
 #include "../common/cli.h"
+#include "../common/device.h"
 #include "../common/input.h"
 
 #include <getopt.h>
@@ -18,11 +19,13 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: mode-eval -m DIR [-o FILE] [--logits FILE] [--batch-tokens N] [--threads N] [SAMPLES]\n"
+    "usage: mode-eval -m DIR [-o FILE] [--logits FILE] [--batch-tokens N] [--device D] [--threads N] [SAMPLES]\n"
     "  -m, --model DIR        the checkpoint to evaluate\n"
     "  -o, --output FILE      write the metrics (JSON) to FILE, atomically (default: stdout)\n"
     "      --logits FILE      also write every sample's logits as a 'logits' stream\n"
     "      --batch-tokens N   tokens run through the model together (default 16384)\n"
+    "      --device D         cpu, cuda (the large matrix products through cuBLAS; packed MoE layers on the GPU kernels)\n"
+    "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
@@ -91,15 +94,16 @@ static void run_batch(struct run *r, struct mode_rt_batch *b)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-eval");
-    enum { OPT_LOGITS = 256, OPT_BATCH, OPT_THREADS };
+    enum { OPT_LOGITS = 256, OPT_BATCH, OPT_THREADS, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},         {"output", required_argument, 0, 'o'},
         {"logits", required_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
-        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},             {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *logits_path = NULL;
     long batch_tokens = 16384, threads = 0;
+    const char *device_arg = NULL;
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1) {
@@ -111,6 +115,7 @@ int main(int argc, char **argv)
             batch_tokens = strtol(optarg, &end, 10);
             if (*end || batch_tokens < 1) mode_die(MODE_EUSAGE, "--batch-tokens: '%s' is not a positive integer", optarg);
             break;
+        case OPT_DEVICE: device_arg = optarg; break;
         case OPT_THREADS:
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
@@ -126,10 +131,13 @@ int main(int argc, char **argv)
     if (logits_path && !strcmp(logits_path, "-") && !strcmp(output, "-"))
         mode_die(MODE_EUSAGE, "--logits - and the metrics cannot both go to stdout (use -o for the metrics)");
     mode_ops_threads((int)threads);
+    const enum mode_device device = mode_cli_device(device_arg);
+    mode_ops_device(device);
 
     struct run r;
     memset(&r, 0, sizeof r);
     if (mode_model_open(&r.m, model_dir, &err) || mode_rt_init(&r.rt, &r.m, &err)) mode_fail(&err);
+    if (device == MODE_DEVICE_CUDA && mode_rt_device(&r.rt, device, &err)) mode_fail(&err);
     struct mode_input in;
     if (mode_input_open(&in, input, &r.m, &err)) mode_fail(&err);
 
@@ -211,6 +219,7 @@ int main(int argc, char **argv)
     free(r.buf);
     mode_rt_free(&r.rt);
     mode_model_close(&r.m);
+    mode_cli_device_report();
     if (out.is_stdout) mode_cli_close_stdout();
     return 0;
 }

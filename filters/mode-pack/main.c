@@ -421,9 +421,7 @@ int main(int argc, char **argv)
         mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
     o.progress = progress, o.progress_ctx = &r;
     if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
-    int64_t n_fallback = 0;
-    if (mode_ops_device_status(&n_fallback, &err))
-        mode_warn("%lld matrix products fell back to the CPU after a GPU failure: %s", (long long)n_fallback, err.msg);
+    mode_cli_device_report();
     if (r.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)r.rtn, (long long)o.min_tokens);
     if (r.attn_rtn)
         mode_warn("the attention of %lld layers was rounded to nearest: fewer than %lld calibration tokens", (long long)r.attn_rtn, (long long)o.min_tokens);

@@ -5,6 +5,7 @@
 #include "../../lib/ops.h"
 #include "../../lib/trace.h"
 #include "../common/cli.h"
+#include "../common/device.h"
 #include "../common/input.h"
 
 #include <getopt.h>
@@ -15,13 +16,15 @@
 
 static const char usage_text[] =
     "usage: mode-route-trace -m DIR [-o FILE] [--layers A-B] [--samples A-B] [--router-logits]\n"
-    "                        [--batch-tokens N] [--threads N] [SAMPLES]\n"
+    "                        [--batch-tokens N] [--device D] [--threads N] [SAMPLES]\n"
     "  -m, --model DIR        the checkpoint\n"
     "  -o, --output FILE      the trace stream, written atomically (default: stdout)\n"
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
     "      --samples A-B      only samples A..B, 0-based (a shard)\n"
     "      --router-logits    also keep the full router logits of every token\n"
     "      --batch-tokens N   tokens run through the model together (default 16384)\n"
+    "      --device D         cpu, cuda (the large matrix products through cuBLAS)\n"
+    "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
@@ -84,18 +87,19 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-route-trace");
-    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS };
+    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"layers", required_argument, 0, OPT_LAYERS},  {"samples", required_argument, 0, OPT_SAMPLES},
         {"router-logits", no_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
-        {"threads", required_argument, 0, OPT_THREADS}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},              {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-";
     int64_t l_lo = 0, l_hi = -1, s_lo = 0, s_hi = -1;
     bool layers_given = false, samples_given = false, logits = false;
     long batch_tokens = 16384, threads = 0;
+    const char *device_arg = NULL;
     char *end;
     for (int c; (c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1;) {
         switch (c) {
@@ -114,6 +118,7 @@ int main(int argc, char **argv)
             batch_tokens = strtol(optarg, &end, 10);
             if (*end || batch_tokens < 1) mode_die(MODE_EUSAGE, "--batch-tokens: '%s' is not a positive integer", optarg);
             break;
+        case OPT_DEVICE: device_arg = optarg; break;
         case OPT_THREADS:
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
@@ -127,6 +132,8 @@ int main(int argc, char **argv)
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most (merge several with mode-cat -s)");
     if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
     mode_ops_threads((int)threads);
+    const enum mode_device device = mode_cli_device(device_arg);
+    mode_ops_device(device);
 
     struct mode_model m;
     struct mode_rt rt;
@@ -225,6 +232,7 @@ int main(int argc, char **argv)
     mode_input_close(&in);
     mode_rt_free(&rt);
     mode_model_close(&m);
+    mode_cli_device_report();
     if (out.is_stdout) mode_cli_close_stdout();
     return 0;
 }

@@ -7,6 +7,7 @@
 #include "../../lib/sens.h"
 #include "../../lib/trace.h"
 #include "../common/cli.h"
+#include "../common/device.h"
 #include "../common/input.h"
 
 #include <getopt.h>
@@ -19,7 +20,7 @@
 static const char usage_text[] =
     "usage: mode-sensitivity -m DIR [-o FILE] [--metric kl|layer] [--bits LIST] [--quantizer rtn|gptq]\n"
     "                        [--group-size N] [--sym] [--min-tokens N] [--vision-tokens all|key --keep FILE]\n"
-    "                        [--all] [--samples N] [--layers A-B] [--threads N] [SAMPLES]\n"
+    "                        [--all] [--samples N] [--layers A-B] [--device D] [--threads N] [SAMPLES]\n"
     "  -m, --model DIR        the checkpoint\n"
     "  -o, --output FILE      the sens stream, written atomically (default: stdout)\n"
     "      --metric M         kl (default: KL of the next-token distributions) or layer (MoE output error)\n"
@@ -33,6 +34,8 @@ static const char usage_text[] =
     "      --all              also the modality-blind sensitivity (every token quantized)\n"
     "      --samples N        only the first N samples\n"
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
+    "      --device D         cpu, cuda (the large matrix products through cuBLAS)\n"
+    "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
@@ -167,7 +170,7 @@ static void progress(void *ctx, int64_t done, int64_t total)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-sensitivity");
-    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS };
+    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS, OPT_DEVICE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"metric", required_argument, 0, OPT_METRIC},  {"bits", required_argument, 0, OPT_BITS},
@@ -175,7 +178,7 @@ int main(int argc, char **argv)
         {"sym", no_argument, 0, OPT_SYM},              {"min-tokens", required_argument, 0, OPT_MINTOK},
         {"vision-tokens", required_argument, 0, OPT_VIS}, {"keep", required_argument, 0, OPT_KEEP},
         {"all", no_argument, 0, OPT_ALL},              {"samples", required_argument, 0, OPT_SAMPLES},
-        {"layers", required_argument, 0, OPT_LAYERS},  {"threads", required_argument, 0, OPT_THREADS},
+        {"layers", required_argument, 0, OPT_LAYERS},  {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE},
         {"help", no_argument, 0, 'h'},                 {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
@@ -184,6 +187,7 @@ int main(int argc, char **argv)
     bool key = false, layers_given = false;
     int64_t l_lo = 0, l_hi = -1, n_samples = -1;
     long threads = 0;
+    const char *device_arg = NULL;
     char *end;
     for (int c; (c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1;) {
         switch (c) {
@@ -237,6 +241,7 @@ int main(int argc, char **argv)
             if (!mode_parse_range(optarg, &l_lo, &l_hi)) mode_die(MODE_EUSAGE, "--layers: '%s' is not A-B or A", optarg);
             layers_given = true;
             break;
+        case OPT_DEVICE: device_arg = optarg; break;
         case OPT_THREADS:
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
@@ -252,6 +257,8 @@ int main(int argc, char **argv)
     if (keep_path && !key) mode_die(MODE_EUSAGE, "--keep is only used with --vision-tokens key");
     if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
     mode_ops_threads((int)threads);
+    const enum mode_device device = mode_cli_device(device_arg);
+    mode_ops_device(device);
 
     struct mode_model m;
     struct mode_rt rt;
@@ -357,6 +364,7 @@ int main(int argc, char **argv)
     }
     mode_rt_free(&rt);
     mode_model_close(&m);
+    mode_cli_device_report();
     if (out.is_stdout) mode_cli_close_stdout();
     return 0;
 }

@@ -64,4 +64,14 @@ set -e
 is "$rc" 74 "closed stdout: exit 74"
 run mode-eval -m "$HUB" --logits - "$T/samples.ms"
 is "$rc" 64 "--logits - with the report on stdout: exit 64"
+# --device: a word that is none, and cuda without a GPU (exit 69, the reason named; with one, the
+# run goes on to the missing model)
+run mode-eval --device gpu -m "$T/missing"
+is "$rc" 64 "--device gpu: exit 64"
+run mode-eval --device cuda -m "$T/missing"
+if [ "$rc" = 69 ]; then
+    has "$T/err" "mode-eval: --device cuda: CUDA is unavailable" "--device cuda without a GPU: exit 69, the reason named"
+else
+    is "$rc" 66 "--device cuda with a GPU goes on (to the missing model)"
+fi
 done_testing

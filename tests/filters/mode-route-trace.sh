@@ -68,4 +68,14 @@ set +e
 mode-route-trace -m "$HUB" "$T/samples.ms" >/dev/full 2>"$T/err"; rc=$?
 set -e
 is "$rc" 74 "stdout on a full disk: exit 74"
+# --device: a word that is none, and cuda without a GPU (exit 69, the reason named; with one, the
+# run goes on to the missing model)
+run mode-route-trace --device gpu -m "$T/missing"
+is "$rc" 64 "--device gpu: exit 64"
+run mode-route-trace --device cuda -m "$T/missing"
+if [ "$rc" = 69 ]; then
+    has "$T/err" "mode-route-trace: --device cuda: CUDA is unavailable" "--device cuda without a GPU: exit 69, the reason named"
+else
+    is "$rc" 66 "--device cuda with a GPU goes on (to the missing model)"
+fi
 done_testing

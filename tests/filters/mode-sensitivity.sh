@@ -78,4 +78,14 @@ is "$rc" 65 "a keep stream as samples: exit 65"
 run mode-sensitivity -m "$MODE_FIXTURES/reference/tiny-random-qwen3vlmoe" -o "$T/x.ms" "$T/s.ms"
 is "$rc" 65 "samples of another model: exit 65"
 [ ! -e "$T/x.ms" ] && pass "no output left behind" || fail "no output left behind"
+# --device: a word that is none, and cuda without a GPU (exit 69, the reason named; with one, the
+# run goes on to the missing model)
+run mode-sensitivity --device gpu -m "$T/missing"
+is "$rc" 64 "--device gpu: exit 64"
+run mode-sensitivity --device cuda -m "$T/missing"
+if [ "$rc" = 69 ]; then
+    has "$T/err" "mode-sensitivity: --device cuda: CUDA is unavailable" "--device cuda without a GPU: exit 69, the reason named"
+else
+    is "$rc" 66 "--device cuda with a GPU goes on (to the missing model)"
+fi
 done_testing

@@ -48,10 +48,17 @@ step pack_cpu 120 mode-pack --device cpu -m $E/model -a $W/u4.ms -o $W/cpu $W/ca
 step pack_cuda 120 mode-pack --device cuda -m $E/model -a $W/u4.ms -o $W/cuda $W/calib.ms
 cmp -s $W/cpu/model.safetensors $W/cuda/model.safetensors && echo "pack: cpu and cuda checkpoints equal to the byte" >>"$summary" ||
     echo "pack: cpu and cuda checkpoints differ (ties?)" >>"$summary"
-for d in cpu cuda; do
-    mode-eval -m $W/$d -o $W/$d.json $W/eval.ms 2>>"$L" &&
-        printf 'eval %s: %s\n' "$d" "$(tr -d ' \n' <$W/$d.json | grep -o '"text":{[^}]*}' | head -1)" >>"$summary"
+for d in cpu cuda; do # the CPU-packed checkpoint evaluated on each device, and the GPU-packed one on the CPU
+    mode-eval --device $d -m $W/cpu -o $W/eval-$d.json $W/eval.ms 2>>"$L" &&
+        printf 'eval of the cpu pack on %s: %s\n' "$d" "$(tr -d ' \n' <$W/eval-$d.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
 done
+mode-eval --device cpu -m $W/cuda -o $W/eval-cudapack.json $W/eval.ms 2>>"$L" &&
+    printf 'eval of the cuda pack on cpu: %s\n' "$(tr -d ' \n' <$W/eval-cudapack.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
+# route-trace with every product on the GPU against the CPU: the frequency tables
+step trace_cpu 120 sh -c "mode-route-trace --device cpu -m $E/model $W/calib.ms | mode-vis-denoise -o $W/freq-cpu.ms"
+step trace_cuda 120 sh -c "MODE_GPU_GEMM=all mode-route-trace --device cuda -m $E/model $W/calib.ms | mode-vis-denoise -o $W/freq-cuda.ms"
+[ -s $W/freq-cuda.ms ] && mode-cat --values $W/freq-cpu.ms | sed 1d >$W/f1 && mode-cat --values $W/freq-cuda.ms | sed 1d >$W/f2 &&
+    echo "route-trace + vis-denoise, cpu vs cuda: $(cmp -s $W/f1 $W/f2 && echo identical || echo "$(diff $W/f1 $W/f2 | grep -c '^<') records differ")" >>"$summary"
 mode-cat -J -o $W/alloc.ms tests/fixtures/streams/alloc.jsonl
 step mode_bench_small 60 mode-bench --alloc $W/alloc.ms --layer 1 --experts 16 --topk 2 --hidden 128 --width 96 --group 32 --iters 5 --pool 4 \
     --bits 2,3,4,16,mixed --tokens 1,100
