@@ -7,6 +7,7 @@
 #include "../../kernels/mode_cuda.h"
 #include "../../lib/runtime.h"
 #include "../../lib/stream.h"
+#include "samples_load.h"
 #include "tap.h"
 
 #include <math.h>
@@ -14,26 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int load(struct mode_rt *rt, const char *path, int first, int count, struct mode_rt_batch *b, struct mode_err *err)
-{
-    struct mode_stream_reader r;
-    int rc = mode_stream_open(&r, path, err);
-    if (!rc) rc = mode_stream_read_header(&r, "samples", err);
-    mode_rt_batch_init(b);
-    for (int i = 0; !rc && i < first + count; i++) {
-        const msgpack_object *o;
-        if ((rc = mode_stream_next(&r, &o, err)) || !o) break;
-        if (i < first) continue;
-        struct mode_rec rec = {o, path, "record"};
-        struct mode_sample s;
-        if (!(rc = mode_sample_parse(&rec, &s, err))) {
-            rc = mode_rt_batch_add(rt, b, &s, &rec, err);
-            mode_sample_free(&s);
-        }
-    }
-    mode_stream_reader_free(&r);
-    return rc;
-}
 
 /* logits of every row of sample 0.. of b after the forward, into a new buffer */
 static float *logits_of(struct mode_rt *rt, struct mode_rt_batch *b, int64_t *n, struct mode_err *err)
@@ -62,7 +43,7 @@ static void compare(const char *what, const char *model, const char *samples, in
     struct mode_rt_batch b1, b2;
     int64_t n1 = 0, n2 = 0;
     float *a = NULL, *g = NULL;
-    if (!load(&cpu, samples, first, count, &b1, &err) && !load(&gpu, samples, first, count, &b2, &err)) a = logits_of(&cpu, &b1, &n1, &err);
+    if (!load_samples(&cpu, samples, first, count, &b1, &err) && !load_samples(&gpu, samples, first, count, &b2, &err)) a = logits_of(&cpu, &b1, &n1, &err);
     if (a) g = logits_of(&gpu, &b2, &n2, &err);
     if (!a || !g || n1 != n2) {
         ok(0, "%s: %s", what, err.msg);

@@ -9,6 +9,7 @@
 #include "../../lib/pack.h"
 #include "../../lib/sha256.h"
 #include "../../lib/stream.h"
+#include "samples_load.h"
 #include "tap.h"
 
 #include <stdio.h>
@@ -83,25 +84,6 @@ static int stop_hook(void *ctx, int layer, const struct mode_rt_batch *b, const 
     return MODE_RT_STOP;
 }
 
-static int load(struct mode_rt *rt, const char *path, int max, struct mode_rt_batch *b, struct mode_err *err)
-{
-    struct mode_stream_reader r;
-    int rc = mode_stream_open(&r, path, err);
-    if (!rc) rc = mode_stream_read_header(&r, "samples", err);
-    mode_rt_batch_init(b);
-    for (int i = 0; !rc && i < max; i++) {
-        const msgpack_object *o;
-        if ((rc = mode_stream_next(&r, &o, err)) || !o) break;
-        struct mode_rec rec = {o, path, "record"};
-        struct mode_sample s;
-        if (!(rc = mode_sample_parse(&rec, &s, err))) {
-            rc = mode_rt_batch_add(rt, b, &s, &rec, err);
-            mode_sample_free(&s);
-        }
-    }
-    mode_stream_reader_free(&r);
-    return rc;
-}
 
 int main(void)
 {
@@ -127,7 +109,7 @@ int main(void)
     const int L = m.cfg.text.n_layer, NE = m.cfg.text.n_expert;
     /* the first 64 calibration samples: its 48 text records and 16 with an image */
     struct mode_rt_batch b;
-    if (load(&rt, samples, 64, &b, &err)) {
+    if (load_samples(&rt, samples, 0, 64, &b, &err)) {
         ok(0, "samples load: %s", err.msg);
         return tap_done();
     }
@@ -149,7 +131,7 @@ int main(void)
     /* the batched path (what --device cuda runs, lib/gptq.h) on the CPU: the same checkpoint */
     struct seen sb = {0};
     mode_sha256_init(&sb.sh);
-    if (load(&rt, samples, 64, &b, &err)) return tap_done();
+    if (load_samples(&rt, samples, 0, 64, &b, &err)) return tap_done();
     o.batched = true;
     rc = mode_pack_run(&rt, &b, bits, &o, emit, &sb, &err);
     o.batched = false;
@@ -162,14 +144,14 @@ int main(void)
     /* without --attn-bits: no attention emitted */
     struct seen s2 = {0};
     o.attn_bits = 0;
-    if (load(&rt, samples, 16, &b, &err)) return tap_done();
+    if (load_samples(&rt, samples, 0, 16, &b, &err)) return tap_done();
     rc = mode_pack_run(&rt, &b, bits, &o, emit, &s2, &err);
     ok(rc == MODE_OK && s2.layers == L && s2.attn_layers == 0 && s2.mismatched == 0, "without attn_bits: experts only (%d layers)", s2.layers);
     mode_rt_batch_free(&b);
 
     /* the runtime's override and stop */
     struct mode_rt_batch b1, b2;
-    if (load(&rt, samples, 8, &b1, &err) || load(&rt, samples, 8, &b2, &err)) return tap_done();
+    if (load_samples(&rt, samples, 0, 8, &b1, &err) || load_samples(&rt, samples, 0, 8, &b2, &err)) return tap_done();
     const struct mode_layer_w *w0 = &m.layers[0];
     const struct mode_st_tensor *src[4] = {w0->wq, w0->wk, w0->wv, w0->wo};
     float *own[4];
