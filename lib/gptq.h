@@ -2,10 +2,10 @@
  * kernel takes (kernels/gptq.cu, mode_gptq_cuda); mode_gptq_ref here is its C reference.
  *
  * The algorithm is quant.h's (the published GPTQ: dead columns, optional act order, damping,
- * blocks of 128 columns with lazy updates, group parameters from the block-start weights), with
- * one difference in how the upper Cholesky factor U of the damped inverse Hessian is formed:
- * instead of Cholesky, inverse and Cholesky again (quant.c, as the reference does), one Cholesky
- * of the reversed matrix and one triangular inverse. With J the reversal (J_ij = [i + j = n-1]),
+ * blocks of 128 columns with lazy updates, group parameters from the block-start weights), for
+ * many weights at once. The upper Cholesky factor U of the damped inverse Hessian is formed, as in
+ * quant.c, not by Cholesky, inverse and Cholesky again as the published reference does, but by one
+ * Cholesky of the reversed matrix and one triangular inverse. With J the reversal (J_ij = [i + j = n-1]),
  * J H J = L Lᵀ gives H = R Rᵀ with R = J L J upper triangular, so H⁻¹ = R⁻ᵀ R⁻¹ = Uᵀ U with
  * U = R⁻¹ = J L⁻¹ J, upper with a positive diagonal: by uniqueness the same U, in half the
  * arithmetic (n³/3 + n³/3 against n³/3 + 2n³/3 + n³/3). Results agree with mode_quant_gptq to
