@@ -148,6 +148,71 @@ int mode_hessian_cuda(const float *d_X, int64_t rows, int64_t cols, double alpha
  * used: the device holds them). What mode_gptq_rows (lib/gptq.h) calls for MODE_DEVICE_CUDA. */
 int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const int64_t *n_x, struct mode_err *err);
 
+/* ---- forward-pass operations (ops.cu; references in lib/ops.h, same names with _ref) ----
+ * f32 device arrays, row-major, rows independent; in place where the reference is. Reductions
+ * run in another order than the reference: results agree to a few f32 ulps (tests name the
+ * tolerance), never bit for bit. */
+int mode_rmsnorm_cuda(const float *d_x, const float *d_w, float eps, int64_t n, int64_t d, float *d_y, void *stream, struct mode_err *err);
+int mode_layernorm_cuda(const float *d_x, const float *d_w, const float *d_b, float eps, int64_t n, int64_t d, float *d_y, void *stream,
+                        struct mode_err *err);
+int mode_softmax_cuda(float *d_x, int64_t n, int64_t d, void *stream, struct mode_err *err);
+int mode_swiglu_cuda(const float *d_x, int64_t n, int64_t f, float *d_y, void *stream, struct mode_err *err);
+/* tanh_approx: gelu_pytorch_tanh, else the exact erf form */
+int mode_gelu_cuda(float *d_x, int64_t n, bool tanh_approx, void *stream, struct mode_err *err);
+int mode_add_bias_cuda(float *d_y, const float *d_b, int64_t n, int64_t d, void *stream, struct mode_err *err);
+/* d_y[i] += d_x[i], i < n (the residual) */
+int mode_add_cuda(float *d_y, const float *d_x, int64_t n, void *stream, struct mode_err *err);
+/* d_dst[i] = bf16(d_src[i]) rounded to nearest even (mode_f32_to_bf16), i < n */
+int mode_round_bf16_cuda(const float *d_src, size_t n, uint16_t *d_dst, void *stream, struct mode_err *err);
+int mode_rope_cuda(float *d_x, int64_t n, int64_t ld, int n_head, int head_dim, const float *d_ang, void *stream, struct mode_err *err);
+/* Interleaved MRoPE angles (n, head_dim/2) from positions d_pos (3, n) (t, h, w rows) and
+ * d_inv_freq (head_dim/2); section (host, 3) as the config gives it. Ref: mode_mrope_angles_ref. */
+int mode_mrope_angles_cuda(const int32_t *d_pos, int64_t n, int head_dim, const int *section, const float *d_inv_freq, float *d_ang,
+                           void *stream, struct mode_err *err);
+/* Router: the k experts of largest logit per row (ties: lower index first), their softmax
+ * probabilities over all n_expert, renormalised to sum 1 when norm. The choice is made on the
+ * logits (softmax is monotone), so it equals mode_topk_ref's unless two probabilities round
+ * equal in f32. n_expert ≤ MODE_TOPK_MAX_EXPERTS, k ≤ 32. */
+int mode_topk_cuda(const float *d_logits, int64_t n, int n_expert, int k, bool norm, int32_t *d_idx, float *d_w, void *stream,
+                   struct mode_err *err);
+/* C (m, n) = A (m, k) · op(B) + beta·C as mode_gemm_cuda, A and B bf16 (d_a, d_b hold uint16
+ * bf16 bits), C f32, f32 accumulation on tensor cores (cublasGemmEx, CUBLAS_COMPUTE_32F). */
+int mode_gemm_bf16_cuda(int64_t m, int64_t n, int64_t k, const uint16_t *d_a, int64_t lda, const uint16_t *d_b, int64_t ldb, bool b_trans,
+                        float beta, float *d_c, int64_t ldc, void *stream, struct mode_err *err);
+
+/* ---- attention (attn.cu; reference mode_attention_ref, lib/attn.h) ---- */
+struct mode_attn_shape {
+    int n_head, n_head_kv, head_dim;    /* GQA: head h reads kv head h / (n_head / n_head_kv) */
+    int64_t ld_q, ld_k, ld_v, ld_o;     /* row strides in floats; a row holds its heads contiguously */
+    bool causal;                        /* text: row r sees columns ≤ r of its segment; vision: all */
+    float scale;                        /* on the scores before the softmax (head_dim^-0.5) */
+};
+/* o = softmax(scale · q kᵀ, causal mask) · v within each segment of rows [seg[s], seg[s+1])
+ * (seg on the host, n_seg + 1 ascending offsets; rows outside every segment are not written).
+ * With d_sel (one byte per row) non-NULL, d_colsum (one float per row) receives for each row c
+ * of a segment Σ over heads h and selected rows r of that segment of p_h[r][c], the softmax
+ * probability (0 for c > r when causal); rows of no segment get 0. The raw sum: the caller
+ * divides (the key-token score is its mean over heads and selected rows). Exact softmax (row
+ * maximum subtracted), f32 throughout. */
+int mode_attention_cuda(const struct mode_attn_shape *a, const float *d_q, const float *d_k, const float *d_v, const int64_t *seg, int n_seg,
+                        const uint8_t *d_sel, float *d_colsum, float *d_o, void *stream, struct mode_err *err);
+
+/* ---- packed prefill (qgemm.cu; reference mode_qmoe_ref, lib/qmoe.h) ----
+ * The packed layer over many tokens without a bf16 copy of the weights: the (token, slot) pairs
+ * sorted by expert (struct mode_moe_route), per expert a GEMM on tensor cores (bf16 mma, f32
+ * accumulation) whose B operand is dequantised from the packed words in registers, the width
+ * dispatched per expert inside the launch; SiLU·mul between the two GEMMs and the weighted
+ * combine in slot order (deterministic) as mode_moe_bf16_cuda. Capturable in a CUDA graph. */
+size_t mode_qmoe_prefill_work_bytes(const struct mode_qmoe_layer *L, int T, int k);
+int mode_qmoe_prefill_cuda(const struct mode_qmoe_layer *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out,
+                           void *stream, struct mode_err *err);
+
+/* The decode kernel version mode_qmoe_decode_cuda runs (process-wide): 3 (the measured v3,
+ * default) or 5 (pairs grouped by expert: an expert's words read once for all its tokens).
+ * Returns the previous version, or -1 (unchanged) for an unknown one. For benchmarks and tests
+ * comparing versions in one run. */
+int mode_qmoe_decode_version(int v);
+
 #ifdef __cplusplus
 }
 #endif

@@ -112,3 +112,91 @@ int mode_cuda_props(size_t *l2_bytes, size_t *mem_bytes, int *n_sm, struct mode_
     (void)l2_bytes, (void)mem_bytes, (void)n_sm;
     return UNAVAILABLE(err);
 }
+
+/* forward-pass operations, attention, packed prefill */
+int mode_rmsnorm_cuda(const float *d_x, const float *d_w, float eps, int64_t n, int64_t d, float *d_y, void *stream, struct mode_err *err)
+{
+    (void)d_x, (void)d_w, (void)eps, (void)n, (void)d, (void)d_y, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_layernorm_cuda(const float *d_x, const float *d_w, const float *d_b, float eps, int64_t n, int64_t d, float *d_y, void *stream,
+                        struct mode_err *err)
+{
+    (void)d_x, (void)d_w, (void)d_b, (void)eps, (void)n, (void)d, (void)d_y, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_softmax_cuda(float *d_x, int64_t n, int64_t d, void *stream, struct mode_err *err)
+{
+    (void)d_x, (void)n, (void)d, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_swiglu_cuda(const float *d_x, int64_t n, int64_t f, float *d_y, void *stream, struct mode_err *err)
+{
+    (void)d_x, (void)n, (void)f, (void)d_y, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_gelu_cuda(float *d_x, int64_t n, bool tanh_approx, void *stream, struct mode_err *err)
+{
+    (void)d_x, (void)n, (void)tanh_approx, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_add_bias_cuda(float *d_y, const float *d_b, int64_t n, int64_t d, void *stream, struct mode_err *err)
+{
+    (void)d_y, (void)d_b, (void)n, (void)d, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_add_cuda(float *d_y, const float *d_x, int64_t n, void *stream, struct mode_err *err)
+{
+    (void)d_y, (void)d_x, (void)n, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_round_bf16_cuda(const float *d_src, size_t n, uint16_t *d_dst, void *stream, struct mode_err *err)
+{
+    (void)d_src, (void)n, (void)d_dst, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_rope_cuda(float *d_x, int64_t n, int64_t ld, int n_head, int head_dim, const float *d_ang, void *stream, struct mode_err *err)
+{
+    (void)d_x, (void)n, (void)ld, (void)n_head, (void)head_dim, (void)d_ang, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_mrope_angles_cuda(const int32_t *d_pos, int64_t n, int head_dim, const int *section, const float *d_inv_freq, float *d_ang,
+                           void *stream, struct mode_err *err)
+{
+    (void)d_pos, (void)n, (void)head_dim, (void)section, (void)d_inv_freq, (void)d_ang, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_topk_cuda(const float *d_logits, int64_t n, int n_expert, int k, bool norm, int32_t *d_idx, float *d_w, void *stream,
+                   struct mode_err *err)
+{
+    (void)d_logits, (void)n, (void)n_expert, (void)k, (void)norm, (void)d_idx, (void)d_w, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_gemm_bf16_cuda(int64_t m, int64_t n, int64_t k, const uint16_t *d_a, int64_t lda, const uint16_t *d_b, int64_t ldb, bool b_trans,
+                        float beta, float *d_c, int64_t ldc, void *stream, struct mode_err *err)
+{
+    (void)m, (void)n, (void)k, (void)d_a, (void)lda, (void)d_b, (void)ldb, (void)b_trans, (void)beta, (void)d_c, (void)ldc, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_attention_cuda(const struct mode_attn_shape *a, const float *d_q, const float *d_k, const float *d_v, const int64_t *seg, int n_seg,
+                        const uint8_t *d_sel, float *d_colsum, float *d_o, void *stream, struct mode_err *err)
+{
+    (void)a, (void)d_q, (void)d_k, (void)d_v, (void)seg, (void)n_seg, (void)d_sel, (void)d_colsum, (void)d_o, (void)stream;
+    return UNAVAILABLE(err);
+}
+size_t mode_qmoe_prefill_work_bytes(const struct mode_qmoe_layer *L, int T, int k)
+{
+    (void)L, (void)T, (void)k;
+    return 0;
+}
+int mode_qmoe_prefill_cuda(const struct mode_qmoe_layer *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out,
+                           void *stream, struct mode_err *err)
+{
+    (void)L, (void)r, (void)d_x, (void)d_work, (void)d_out, (void)stream;
+    return UNAVAILABLE(err);
+}
+int mode_qmoe_decode_version(int v)
+{
+    (void)v;
+    return -1;
+}
