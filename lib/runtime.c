@@ -1,9 +1,11 @@
 /* runtime.c — Qwen3-VL-MoE forward pass on the CPU, layer-sequential over a batch (runtime.h). */
 #include "runtime.h"
 
+#include "attn.h"
 #include "ops.h"
 #include "rtmoe.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,17 +30,6 @@ static float *to_f32(const struct mode_st_tensor *t, struct mode_err *err)
         return NULL;
     }
     return p;
-}
-
-/* Grows a scratch buffer to hold n floats. */
-static int grow(float **buf, size_t *cap, size_t n, struct mode_err *err)
-{
-    if (n <= *cap) return MODE_OK;
-    float *p = realloc(*buf, n * sizeof *p);
-    if (!p) return mode_err_oom(err, n * sizeof *p, "activations");
-    *buf = p;
-    *cap = n;
-    return MODE_OK;
 }
 
 /* rotary inverse frequencies as torch computes them in f32: 1 / base^(2j/dim) */
@@ -339,9 +330,11 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     float *ds = xcalloc((size_t)(v->n_deepstack * (P / m2) * D + 1), sizeof *ds, err, "deepstack");
     float *embeds = xcalloc((size_t)((P / m2) * D), sizeof *embeds, err, "image embeddings");
     float *pw = to_f32(m->patch_w, err), *pb = to_f32(m->patch_b, err), *table = to_f32(m->pos_embd, err);
-    float *scores = NULL;
-    size_t scores_cap = 0;
-    if (!x || !hn || !qkv || !att || !mlp || !ang || !ds || !embeds || !pw || !pb || !table) {
+    int64_t n_frame = 0;
+    for (int i = 0; i < b->n_image; i++) n_frame += b->image[i].data.grid[0];
+    int64_t *seg = n_frame < INT_MAX ? xcalloc((size_t)n_frame + 1, sizeof *seg, err, "vision attention") : NULL;
+    if (!seg && !err->code) mode_err_set(err, MODE_EDATA, "%lld image frames in one batch: at most %d", (long long)n_frame, INT_MAX - 1);
+    if (!seg || !x || !hn || !qkv || !att || !mlp || !ang || !ds || !embeds || !pw || !pb || !table) {
         rc = err->code ? err->code : MODE_EUNAVAILABLE;
         goto out;
     }
@@ -381,8 +374,11 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     free(pw), free(pb), free(table);
     pw = pb = table = NULL;
     if (rc) goto out;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : 512;
+    /* attention inside each frame of each image: q, k and v side by side in the rows of qkv */
+    const struct mode_attn_shape as = {H, H, hd, 3 * E, 3 * E, 3 * E, E, false, 1.0f / sqrtf((float)hd)};
+    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK; /* as in the decoder */
+    for (int64_t i = 0, f = 0; i < b->n_image; i++)
+        for (int64_t j = 0; j < b->image[i].data.grid[0]; j++, f++) seg[f + 1] = seg[f] + b->image[i].data.grid[1] * b->image[i].data.grid[2];
     for (int blk = 0; blk < v->depth && !rc; blk++) {
         struct vis_block w;
         if ((rc = vis_block_load(&m->vblocks[blk], &w, err))) break;
@@ -391,26 +387,7 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
         mode_add_bias_ref(qkv, w.qkvb, P, 3 * E);
         mode_rope_ref(qkv, P, 3 * E, H, hd, ang);     /* q */
         mode_rope_ref(qkv + E, P, 3 * E, H, hd, ang); /* k */
-        /* attention inside each frame of each image */
-        off = 0;
-        for (int i = 0; i < b->n_image && !rc; i++) {
-            const int64_t *g = b->image[i].data.grid;
-            int64_t seg = g[1] * g[2];
-            for (int64_t f = 0; f < g[0]; f++, off += seg) {
-                int64_t qb = seg < qblk ? seg : qblk; /* query rows per block, as in the decoder */
-                if ((rc = grow(&scores, &scores_cap, (size_t)(qb * seg), err))) break;
-                for (int h = 0; h < H; h++) {
-                    const float *qh = qkv + off * 3 * E + h * hd, *kh = qh + E, *vh = qh + 2 * E;
-                    for (int64_t b0 = 0; b0 < seg; b0 += qb) {
-                        int64_t nb = seg - b0 < qb ? seg - b0 : qb;
-                        mode_gemm(nb, seg, hd, qh + b0 * 3 * E, 3 * E, kh, 3 * E, true, 0.0f, scores, seg);
-                        for (int64_t z = 0; z < nb * seg; z++) scores[z] *= scale;
-                        mode_softmax_ref(scores, nb, seg);
-                        mode_gemm(nb, hd, seg, scores, seg, vh, 3 * E, false, 0.0f, att + (off + b0) * E + h * hd, E);
-                    }
-                }
-            }
-        }
+        rc = mode_attention_ref_block(&as, qkv, qkv + E, qkv + 2 * E, seg, (int)n_frame, NULL, NULL, att, qblk, err);
         if (!rc) {
             /* x += proj(att); x += fc2(gelu(fc1(norm2(x)))) */
             mode_gemm(P, E, E, att, E, w.proj, E, true, 0.0f, hn, E);
@@ -450,7 +427,7 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     }
 out:
     free(x), free(hn), free(qkv), free(att), free(mlp), free(ang), free(ds), free(embeds), free(pw), free(pb), free(table);
-    free(scores);
+    free(seg);
     return rc;
 }
 
@@ -545,7 +522,7 @@ static int expert_f32(const struct mode_model *m, int layer, int e, float *gu, b
 }
 
 struct layer_scratch {
-    float *xn, *q, *k, *v, *o, *ang, *scores, *colsum, *logits, *w, *out, *xe, *ge, *ae, *de, *gu, *dn;
+    float *xn, *q, *k, *v, *o, *ang, *colsum, *logits, *w, *out, *xe, *ge, *ae, *de, *gu, *dn;
     int32_t *experts;
     int64_t *order, *start;
     size_t cap[16];
@@ -553,7 +530,7 @@ struct layer_scratch {
 
 static void scratch_free(struct layer_scratch *s)
 {
-    free(s->xn), free(s->q), free(s->k), free(s->v), free(s->o), free(s->ang), free(s->scores), free(s->colsum);
+    free(s->xn), free(s->q), free(s->k), free(s->v), free(s->o), free(s->ang), free(s->colsum);
     free(s->logits), free(s->w), free(s->out), free(s->xe), free(s->ge), free(s->ae), free(s->de), free(s->gu), free(s->dn);
     free(s->experts), free(s->order), free(s->start);
 }
@@ -563,25 +540,19 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
 {
     const struct mode_text_config *t = &rt->m->cfg.text;
     const int64_t N = b->n_rows, D = t->n_embd;
-    const int nh = t->n_head, nkv = t->n_head_kv, hd = t->head_dim, grp = nh / nkv;
+    const int nh = t->n_head, nkv = t->n_head_kv, hd = t->head_dim;
     const int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
-    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : 512;
-    size_t smax = 0, nmax = 0;
-    for (int i = 0; i < b->n_seq; i++) {
-        size_t n = (size_t)b->seq[i].n_tok;
-        size_t blk = n < (size_t)qblk ? n : (size_t)qblk;
-        smax = blk * n > smax ? blk * n : smax;
-        nmax = n > nmax ? n : nmax;
-    }
+    const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK;
+    size_t nmax = 0;
+    for (int i = 0; i < b->n_seq; i++) nmax = (size_t)b->seq[i].n_tok > nmax ? (size_t)b->seq[i].n_tok : nmax;
     s->xn = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
     s->q = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
     s->k = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
     s->v = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
     s->o = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
     s->ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations");
-    s->scores = xcalloc(smax, sizeof(float), err, "attention scores");
     s->colsum = xcalloc(nmax, sizeof(float), err, "attention scores");
-    if (!s->xn || !s->q || !s->k || !s->v || !s->o || !s->ang || !s->scores || !s->colsum) return err->code;
+    if (!s->xn || !s->q || !s->k || !s->v || !s->o || !s->ang || !s->colsum) return err->code;
     mode_rmsnorm_ref(b->h, w->an, (float)t->rms_eps, N, D, s->xn);
     mode_gemm(N, qd, D, s->xn, D, w->wq, D, true, 0.0f, s->q, qd);
     mode_gemm(N, kvd, D, s->xn, D, w->wk, D, true, 0.0f, s->k, kvd);
@@ -597,41 +568,20 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
     for (int i = 0; i < b->n_seq; i++) mrope_angles(rt, &b->seq[i], s->ang + b->seq[i].row * (hd / 2));
     mode_rope_ref(s->q, N, qd, nh, hd, s->ang);
     mode_rope_ref(s->k, N, kvd, nkv, hd, s->ang);
-    const float scale = 1.0f / sqrtf((float)hd); /* head_dim ** -0.5 */
+    const struct mode_attn_shape as = {nh, nkv, hd, qd, kvd, kvd, qd, true, 1.0f / sqrtf((float)hd) /* head_dim ** -0.5 */};
     for (int i = 0; i < b->n_seq; i++) {
         const struct mode_rt_seq *sq = &b->seq[i];
-        const int64_t n = sq->n_tok, r0 = sq->row;
+        const int64_t n = sq->n_tok, r0 = sq->row, seg[2] = {0, n};
         const uint8_t *rows = hooks && hooks->attn_rows ? hooks->attn_rows(hooks->ctx, layer, i) : NULL;
-        int64_t n_rows_sel = 0;
-        if (rows) {
-            memset(s->colsum, 0, (size_t)n * sizeof(float));
-            for (int64_t r = 0; r < n; r++) n_rows_sel += rows[r] != 0;
-        }
-        for (int h = 0; h < nh; h++) {
-            const float *qh = s->q + r0 * qd + h * hd, *kh = s->k + r0 * kvd + (h / grp) * hd, *vh = s->v + r0 * kvd + (h / grp) * hd;
-            /* query rows in blocks: each block sees the keys up to its last row (causal), so the
-             * scores take at most attn_block x n floats however long the sample */
-            for (int64_t b0 = 0; b0 < n; b0 += qblk) {
-                int64_t nb = n - b0 < qblk ? n - b0 : qblk, nk = b0 + nb;
-                mode_gemm(nb, nk, hd, qh + b0 * qd, qd, kh, kvd, true, 0.0f, s->scores, nk);
-                for (int64_t r = 0; r < nb; r++) {
-                    float *row = s->scores + r * nk;
-                    for (int64_t c = 0; c <= b0 + r; c++) row[c] *= scale;
-                    for (int64_t c = b0 + r + 1; c < nk; c++) row[c] = -INFINITY; /* causal */
-                }
-                mode_softmax_ref(s->scores, nb, nk);
-                if (rows)
-                    for (int64_t r = 0; r < nb; r++)
-                        if (rows[b0 + r])
-                            for (int64_t c = 0; c <= b0 + r; c++) s->colsum[c] += s->scores[r * nk + c];
-                mode_gemm(nb, hd, nk, s->scores, nk, vh, kvd, false, 0.0f, s->o + (r0 + b0) * qd + h * hd, qd);
-            }
-        }
+        int rc = mode_attention_ref_block(&as, s->q + r0 * qd, s->k + r0 * kvd, s->v + r0 * kvd, seg, 1, rows, rows ? s->colsum : NULL,
+                                          s->o + r0 * qd, qblk, err);
+        if (rc) return rc;
         if (rows && hooks->attn) {
+            int64_t n_rows_sel = 0;
+            for (int64_t r = 0; r < n; r++) n_rows_sel += rows[r] != 0;
             float denom = (float)nh * (float)(n_rows_sel ? n_rows_sel : 1);
             for (int64_t c = 0; c < n; c++) s->colsum[c] /= denom;
-            int rc = hooks->attn(hooks->ctx, layer, i, s->colsum, err);
-            if (rc) return rc;
+            if ((rc = hooks->attn(hooks->ctx, layer, i, s->colsum, err))) return rc;
         }
     }
     if (hooks && hooks->attn_out) {
