@@ -193,7 +193,12 @@ struct mode_attn_shape {
  * of a segment Σ over heads h and selected rows r of that segment of p_h[r][c], the softmax
  * probability (0 for c > r when causal); rows of no segment get 0. The raw sum: the caller
  * divides (the key-token score is its mean over heads and selected rows). Exact softmax (row
- * maximum subtracted), f32 throughout. */
+ * maximum subtracted), f32 throughout.
+ * Precisely: d_colsum is zeroed over rows [0, seg[n_seg]) (so rows before seg[0] read 0) and
+ * nothing past seg[n_seg] is written; its sums are atomic additions in no fixed order, so their
+ * last bits may differ from run to run (o is deterministic). head_dim even and ≤ 256 here (any
+ * ≥ 1 in the reference); n_head_kv divides n_head. No allocation, no host synchronisation:
+ * capturable in a CUDA graph. MODE_EUSAGE (with the argument named) for a bad shape or seg. */
 int mode_attention_cuda(const struct mode_attn_shape *a, const float *d_q, const float *d_k, const float *d_v, const int64_t *seg, int n_seg,
                         const uint8_t *d_sel, float *d_colsum, float *d_o, void *stream, struct mode_err *err);
 
