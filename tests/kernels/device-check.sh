@@ -38,6 +38,7 @@ step test_gptq 120 "$D/test_gptq"
 step test_gemm 60 "$D/test_gemm"
 step test_moe 60 "$D/test_moe"
 step test_rtmoe 120 "$D/test_rtmoe"
+step test_ops 120 "$D/test_ops"
 # mode-pack on emoji-vl, GPTQ on each device
 E=tests/fixtures/emoji-vl
 W=/tmp/mode-pack-check
