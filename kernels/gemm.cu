@@ -1,6 +1,8 @@
 /* gemm.cu — the runtime's f32 matrix products on the GPU through cuBLAS (SGEMM: f32 inputs, f32
  * accumulation, no TF32), row-major as mode_gemm (lib/ops.h) takes them; reference mode_gemm
- * (OpenBLAS); test tests/kernels/test_gemm.c.
+ * (OpenBLAS); test tests/kernels/test_gemm.c. The same products with bf16 inputs (f32 accumulation
+ * and output, tensor cores: cublasGemmEx), reference mode_gemm on the inputs widened to f32
+ * (exact), test tests/kernels/test_ops.c.
  *
  * mode_gemm_staged_cuda is what `--device cuda` gives the CPU runtime (mode_ops_device): host
  * matrices copied into device buffers kept between calls (grown as needed, one set per process,
@@ -23,10 +25,22 @@ static int gemm(cublasHandle_t h, int64_t m, int64_t n, int64_t k, const float *
     return MODE_OK;
 }
 
-static int check_dims(int64_t m, int64_t n, int64_t k, struct mode_err *err)
+/* the same view with bf16 A and B: every bf16 product is exact in f32, only the order of the f32
+ * sums differs from SGEMM's */
+static int gemm_bf16(cublasHandle_t h, int64_t m, int64_t n, int64_t k, const uint16_t *a, int64_t lda, const uint16_t *b, int64_t ldb,
+                     bool b_trans, float beta, float *c, int64_t ldc, struct mode_err *err)
+{
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(h, b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, CUDA_R_16BF, (int)ldb, a,
+                              CUDA_R_16BF, (int)lda, &beta, c, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                 err);
+    return MODE_OK;
+}
+
+static int check_dims(const char *fn, int64_t m, int64_t n, int64_t k, struct mode_err *err)
 {
     if (m < 0 || n < 0 || k < 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX)
-        return mode_err_set(err, MODE_EUSAGE, "mode_gemm_cuda: %lld x %lld x %lld does not fit cuBLAS's int dimensions", (long long)m, (long long)n,
+        return mode_err_set(err, MODE_EUSAGE, "%s: %lld x %lld x %lld does not fit cuBLAS's int dimensions", fn, (long long)m, (long long)n,
                             (long long)k);
     return MODE_OK;
 }
@@ -34,11 +48,21 @@ static int check_dims(int64_t m, int64_t n, int64_t k, struct mode_err *err)
 extern "C" int mode_gemm_cuda(int64_t m, int64_t n, int64_t k, const float *d_a, int64_t lda, const float *d_b, int64_t ldb, bool b_trans,
                               float beta, float *d_c, int64_t ldc, void *stream, struct mode_err *err)
 {
-    int rc = check_dims(m, n, k, err);
+    int rc = check_dims("mode_gemm_cuda", m, n, k, err);
     if (rc || m == 0 || n == 0) return rc;
     cublasHandle_t h;
     if ((rc = mode_cuda_blas((cudaStream_t)stream, &h, NULL, err))) return rc;
     return gemm(h, m, n, k, d_a, lda, d_b, ldb, b_trans, beta, d_c, ldc, err);
+}
+
+extern "C" int mode_gemm_bf16_cuda(int64_t m, int64_t n, int64_t k, const uint16_t *d_a, int64_t lda, const uint16_t *d_b, int64_t ldb,
+                                   bool b_trans, float beta, float *d_c, int64_t ldc, void *stream, struct mode_err *err)
+{
+    int rc = check_dims("mode_gemm_bf16_cuda", m, n, k, err);
+    if (rc || m == 0 || n == 0) return rc;
+    cublasHandle_t h;
+    if ((rc = mode_cuda_blas((cudaStream_t)stream, &h, NULL, err))) return rc;
+    return gemm_bf16(h, m, n, k, d_a, lda, d_b, ldb, b_trans, beta, d_c, ldc, err);
 }
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,7 +109,7 @@ static int staged(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, 
 extern "C" int mode_gemm_staged_cuda(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
                                      float beta, float *c, int64_t ldc, struct mode_err *err)
 {
-    int rc = check_dims(m, n, k, err);
+    int rc = check_dims("mode_gemm_staged_cuda", m, n, k, err);
     if (rc || m == 0 || n == 0) return rc;
     if (k == 0) return mode_err_set(err, MODE_EUSAGE, "mode_gemm_staged_cuda: k = 0 (the CPU path scales C)");
     pthread_mutex_lock(&g_lock);

@@ -151,28 +151,38 @@ int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const 
 /* ---- forward-pass operations (ops.cu; references in lib/ops.h, same names with _ref) ----
  * f32 device arrays, row-major, rows independent; in place where the reference is. Reductions
  * run in another order than the reference: results agree to a few f32 ulps (tests name the
- * tolerance), never bit for bit. */
+ * tolerance), never bit for bit; adds, the bias, the bf16 rounding and the MRoPE angles are
+ * exact. Each call queues its launch on `stream` and returns (a kernel's own failure shows at
+ * the next synchronising call); sizes and pointers are checked first (MODE_EUSAGE), an empty
+ * operation (no rows, no elements) returns MODE_OK without launching. */
+/* d_y (n, d) may be d_x */
 int mode_rmsnorm_cuda(const float *d_x, const float *d_w, float eps, int64_t n, int64_t d, float *d_y, void *stream, struct mode_err *err);
+/* d_y (n, d) may be d_x */
 int mode_layernorm_cuda(const float *d_x, const float *d_w, const float *d_b, float eps, int64_t n, int64_t d, float *d_y, void *stream,
                         struct mode_err *err);
 int mode_softmax_cuda(float *d_x, int64_t n, int64_t d, void *stream, struct mode_err *err);
+/* d_x (n, 2f), d_y (n, f), not overlapping */
 int mode_swiglu_cuda(const float *d_x, int64_t n, int64_t f, float *d_y, void *stream, struct mode_err *err);
 /* tanh_approx: gelu_pytorch_tanh, else the exact erf form */
 int mode_gelu_cuda(float *d_x, int64_t n, bool tanh_approx, void *stream, struct mode_err *err);
 int mode_add_bias_cuda(float *d_y, const float *d_b, int64_t n, int64_t d, void *stream, struct mode_err *err);
-/* d_y[i] += d_x[i], i < n (the residual) */
+/* d_y[i] += d_x[i], i < n (the residual); d_x may be d_y */
 int mode_add_cuda(float *d_y, const float *d_x, int64_t n, void *stream, struct mode_err *err);
 /* d_dst[i] = bf16(d_src[i]) rounded to nearest even (mode_f32_to_bf16), i < n */
 int mode_round_bf16_cuda(const float *d_src, size_t n, uint16_t *d_dst, void *stream, struct mode_err *err);
+/* in place on the n_head·head_dim leading floats of each of n rows of stride ld; d_ang (n, head_dim/2) */
 int mode_rope_cuda(float *d_x, int64_t n, int64_t ld, int n_head, int head_dim, const float *d_ang, void *stream, struct mode_err *err);
 /* Interleaved MRoPE angles (n, head_dim/2) from positions d_pos (3, n) (t, h, w rows) and
  * d_inv_freq (head_dim/2); section (host, 3) as the config gives it. Ref: mode_mrope_angles_ref. */
 int mode_mrope_angles_cuda(const int32_t *d_pos, int64_t n, int head_dim, const int *section, const float *d_inv_freq, float *d_ang,
                            void *stream, struct mode_err *err);
 /* Router: the k experts of largest logit per row (ties: lower index first), their softmax
- * probabilities over all n_expert, renormalised to sum 1 when norm. The choice is made on the
- * logits (softmax is monotone), so it equals mode_topk_ref's unless two probabilities round
- * equal in f32. n_expert ≤ MODE_TOPK_MAX_EXPERTS, k ≤ 32. */
+ * probabilities over all n_expert, renormalised to sum 1 when norm; d_idx and d_w (n, k) in
+ * descending order as mode_topk_ref returns them. The choice is made on the logits (softmax is
+ * monotone), so it equals mode_topk_ref's unless two probabilities round equal in f32 (logits
+ * within an ulp or so, or both far enough below the maximum to underflow). A row with no logit
+ * above −inf, or with a NaN or +inf, gives experts 0..k−1 as the reference does (weights 0 or
+ * NaN). n_expert ≤ MODE_TOPK_MAX_EXPERTS, 1 ≤ k ≤ min(32, n_expert). */
 int mode_topk_cuda(const float *d_logits, int64_t n, int n_expert, int k, bool norm, int32_t *d_idx, float *d_w, void *stream,
                    struct mode_err *err);
 /* C (m, n) = A (m, k) · op(B) + beta·C as mode_gemm_cuda, A and B bf16 (d_a, d_b hold uint16

@@ -169,6 +169,16 @@ void mode_rope_ref(float *x, int64_t n, int64_t ld, int n_head, int head_dim, co
     }
 }
 
+void mode_mrope_angles_ref(const int32_t *pos, int64_t n, int head_dim, const int *section, const float *inv_freq, float *ang)
+{
+    const int half = head_dim / 2;
+    for (int64_t i = 0; i < n; i++)
+        for (int j = 0; j < half; j++) {
+            const int axis = (j % 3 == 1 && j < 3 * section[1]) ? 1 : (j % 3 == 2 && j < 3 * section[2]) ? 2 : 0;
+            ang[i * half + j] = (float)pos[axis * n + i] * inv_freq[j];
+        }
+}
+
 void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w)
 {
     float p[MODE_TOPK_MAX_EXPERTS];

@@ -60,6 +60,13 @@ void mode_add_bias_ref(float *y, const float *b, int64_t n, int64_t d);
  * are f32 cosf/sinf of the angles (torch: q*cos + rotate_half(q)*sin). */
 void mode_rope_ref(float *x, int64_t n, int64_t ld, int n_head, int head_dim, const float *ang);
 
+/* Interleaved MRoPE angles (Qwen3-VL): ang (n, head_dim/2) from positions pos (3, n), row axis
+ * holding pos[axis*n + i] (t, h, w), and inv_freq (head_dim/2). Frequency j takes the h position
+ * when j % 3 == 1 and j < 3*section[1], the w position when j % 3 == 2 and j < 3*section[2], else
+ * t (section[0] is what is left: the config makes the three sum to head_dim/2);
+ * ang = (float)pos · inv_freq[j], one f32 product. */
+void mode_mrope_angles_ref(const int32_t *pos, int64_t n, int head_dim, const int *section, const float *inv_freq, float *ang);
+
 /* Router: softmax over n_expert logits (f32), the k largest probabilities (ties: the lower expert
  * index first, as torch.topk on CPU returns them), renormalised to sum 1 when norm. */
 void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w);

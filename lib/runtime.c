@@ -482,18 +482,12 @@ fail:
     return err->code;
 }
 
-/* Angles (n, head_dim/2) of interleaved MRoPE: frequency j takes the h position when
- * j % 3 == 1 and j < 3*section[1], the w position when j % 3 == 2 and j < 3*section[2], else t. */
+/* Angles (n_tok, head_dim/2) of interleaved MRoPE (mode_mrope_angles_ref says which position
+ * each frequency takes). */
 static void mrope_angles(const struct mode_rt *rt, const struct mode_rt_seq *q, float *ang)
 {
     const struct mode_text_config *t = &rt->m->cfg.text;
-    int half = t->head_dim / 2;
-    const int *sec = t->mrope_section;
-    for (int64_t i = 0; i < q->n_tok; i++)
-        for (int j = 0; j < half; j++) {
-            int axis = (j % 3 == 1 && j < 3 * sec[1]) ? 1 : (j % 3 == 2 && j < 3 * sec[2]) ? 2 : 0;
-            ang[i * half + j] = (float)q->pos[axis * q->n_tok + i] * rt->inv_freq[j];
-        }
+    mode_mrope_angles_ref(q->pos, q->n_tok, t->head_dim, t->mrope_section, rt->inv_freq, ang);
 }
 
 /* The f32 gate_up (2I rows of D when trans, else D rows of 2I) and down weights of one expert. */
