@@ -6,11 +6,11 @@
 # without the C runtime. Then, on the machine: tests/kernels/device-check.sh (carry .device).
 set -eu
 cd "$(dirname "$0")/../.."
-make CUDA=1 -j"$(nproc)" all bench build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_rtmoe >/dev/null
+make CUDA=1 -j"$(nproc)" all bench build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_qgemm build/tests/kernels/test_rtmoe >/dev/null
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 skip='/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libstdc\+\+|libgcc_s|libz|libcudart|libcublas|libcublasLt|libcusolver|libcusparse|libnvJitLink)\.so'
-for b in bin/mode-* build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_rtmoe build/bench/bench_gptq build/bench/bench_qmoe; do
+for b in bin/mode-* build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_qgemm build/tests/kernels/test_rtmoe build/bench/bench_gptq build/bench/bench_qmoe; do
     cp -f "$b" "$d/"
     ldd "$b" | awk '/=>/ { print $3 }' | grep -v -E "$skip" | while read -r lib; do
         [ -n "$lib" ] && cp -fL "$lib" "$d/"
