@@ -217,7 +217,9 @@ int mode_attention_cuda(const struct mode_attn_shape *a, const float *d_q, const
  * sorted by expert (struct mode_moe_route), per expert a GEMM on tensor cores (bf16 mma, f32
  * accumulation) whose B operand is dequantised from the packed words in registers, the width
  * dispatched per expert inside the launch; SiLU·mul between the two GEMMs and the weighted
- * combine in slot order (deterministic) as mode_moe_bf16_cuda. Capturable in a CUDA graph. */
+ * combine in slot order (deterministic) as mode_moe_bf16_cuda. Capturable in a CUDA graph.
+ * d_work: mode_qmoe_prefill_work_bytes(L, T, k) bytes of device scratch from a 256-byte boundary
+ * (as cudaMalloc returns). bf16 mma: sm_80 and later. */
 size_t mode_qmoe_prefill_work_bytes(const struct mode_qmoe_layer *L, int T, int k);
 int mode_qmoe_prefill_cuda(const struct mode_qmoe_layer *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out,
                            void *stream, struct mode_err *err);

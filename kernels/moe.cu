@@ -15,6 +15,7 @@
  * Bytes at 4096 tokens, Qwen3-VL-30B-A3B shape, W4: 302 MB packed read + 1.21 GB bf16 written and
  * read again; flops 2·T·k·3·i·d = 309 G (bf16 tensor cores). */
 #include "blas.cuh"
+#include "moe.cuh" /* gather_kernel, swiglu_kernel, combine_kernel */
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -24,32 +25,6 @@ size_t mode_moe_work_bytes(const struct mode_moe_dense *L, int T, int k)
     const size_t P = (size_t)T * (size_t)k, D = (size_t)L->d, I = (size_t)L->i;
     const size_t a = (P * D * 2 + 255) & ~(size_t)255, b = (P * 2 * I * 4 + 255) & ~(size_t)255, c = (P * I * 2 + 255) & ~(size_t)255;
     return a + b + c + P * D * 4;
-}
-
-__global__ void gather_kernel(const float *__restrict__ x, const int32_t *__restrict__ order, int k, int D, __nv_bfloat16 *__restrict__ xs)
-{
-    const int pos = blockIdx.x, t = order[pos] / k;
-    for (int c = threadIdx.x; c < D; c += blockDim.x) xs[(size_t)pos * D + c] = __float2bfloat16_rn(x[(size_t)t * D + c]);
-}
-
-__global__ void swiglu_kernel(const float *__restrict__ h, int I, __nv_bfloat16 *__restrict__ a)
-{
-    const size_t r = blockIdx.x;
-    for (int j = threadIdx.x; j < I; j += blockDim.x) {
-        const float g = h[r * 2 * I + j], u = h[r * 2 * I + I + j];
-        a[r * I + j] = __float2bfloat16_rn(g / (1.f + expf(-g)) * u);
-    }
-}
-
-__global__ void combine_kernel(const float *__restrict__ y, const int32_t *__restrict__ slot, const float *__restrict__ w, int k, int D,
-                               float *__restrict__ out)
-{
-    const int t = blockIdx.x;
-    for (int c = threadIdx.x; c < D; c += blockDim.x) {
-        float s = 0.f;
-        for (int j = 0; j < k; j++) s += w[t * k + j] * y[(size_t)slot[t * k + j] * D + c];
-        out[(size_t)t * D + c] = s;
-    }
 }
 
 extern "C" int mode_moe_bf16_cuda(const struct mode_moe_dense *L, const struct mode_moe_route *r, const float *d_x, void *d_work, float *d_out,

@@ -147,7 +147,7 @@ static int pool_make(const struct mode_bench_opts *o, int T, uint64_t *rng, stru
     return rc;
 }
 
-enum { RUN_DECODE, RUN_PREFILL, RUN_BASE };
+enum { RUN_DECODE, RUN_PREFILL, RUN_QGEMM, RUN_BASE };
 
 struct run_ctx {
     int kind, n_copies, E;
@@ -170,6 +170,7 @@ static int run(void *vctx, int v, void *stream, struct mode_err *err)
     if (c->kind == RUN_BASE) return mode_moe_bf16_cuda(&c->dense, &r, c->x, c->work, c->out, stream, err);
     const struct mode_qmoe_layer *L = &c->copies[v % c->n_copies].L;
     if (c->kind == RUN_DECODE) return mode_qmoe_decode_cuda(L, T, K, c->x, (const int32_t *)c->p->ex + at, (const float *)c->p->w + at, c->act, c->out, stream, err);
+    if (c->kind == RUN_QGEMM) return mode_qmoe_prefill_cuda(L, &r, c->x, c->work, c->out, stream, err);
     int rc = mode_qmoe_dequant_cuda(L, (uint16_t *)c->scratch.gate_up, (uint16_t *)c->scratch.down, stream, err);
     return rc ? rc : mode_moe_bf16_cuda(&c->scratch, &r, c->x, c->work, c->out, stream, err);
 }
@@ -201,7 +202,9 @@ int mode_bench_run(const struct mode_bench_opts *o, struct mode_bench_result *r,
     if (!rc) rc = upload(&x, hx, sizeof *hx * (size_t)most * D, err);
     if (!rc) rc = mode_cuda_malloc(&out, sizeof(float) * (size_t)most * D, err);
     if (!rc) rc = mode_cuda_malloc(&act, sizeof(float) * (size_t)MODE_BENCH_DECODE_MAX * o->k * I, err);
-    if (!rc) rc = mode_cuda_malloc(&work, mode_moe_work_bytes(&dshape, most, o->k), err);
+    const struct mode_qmoe_layer qshape = {E, D, I, o->group, o->group, NULL, NULL, NULL, NULL, NULL};
+    const size_t w0 = mode_moe_work_bytes(&dshape, most, o->k), w1 = mode_qmoe_prefill_work_bytes(&qshape, most, o->k);
+    if (!rc) rc = mode_cuda_malloc(&work, w0 > w1 ? w0 : w1, err);
     if (!rc) rc = mode_cuda_malloc(&sgu, 2 * ngu, err);
     if (!rc) rc = mode_cuda_malloc(&sdn, 2 * ndn, err);
     if (!rc && o->baseline) {
@@ -216,7 +219,9 @@ int mode_bench_run(const struct mode_bench_opts *o, struct mode_bench_result *r,
     for (int t = 0; t < o->n_tokens && !rc; t++) rc = pool_make(o, o->tokens[t], &rng, &pools[t], err);
     /* the baseline per token count, shared by every width's rows */
     double base_us[MODE_BENCH_MAX], base_gus[MODE_BENCH_MAX];
-    const int total = o->n_tokens * (o->n_widths + (o->baseline ? 1 : 0));
+    int n_prefill = 0;
+    for (int t = 0; t < o->n_tokens; t++) n_prefill += o->tokens[t] > MODE_BENCH_DECODE_MAX;
+    const int total = o->n_tokens * (o->n_widths + (o->baseline ? 1 : 0)) + n_prefill * o->n_widths;
     int done = 0;
     for (int t = 0; t < o->n_tokens && !rc; t++) {
         base_us[t] = base_gus[t] = -1;
@@ -239,23 +244,25 @@ int mode_bench_run(const struct mode_bench_opts *o, struct mode_bench_result *r,
         memset(copies, 0, sizeof copies);
         for (int c = 0; c < n_copies && !rc; c++) rc = dev_layer_make(o, h, bits, &copies[c], err);
         free(h->qw), free(h->qz), free(h->sc);
-        for (int t = 0; t < o->n_tokens && !rc; t++) {
-            const struct pool *p = &pools[t];
-            const int T = p->T;
-            struct mode_bench_row *row = &r->rows[r->n_rows++];
-            row->width = W, row->tokens = T, row->prefill = T > MODE_BENCH_DECODE_MAX;
-            double bytes = 0;
-            for (int q = 0; q < o->pool; q++)
-                for (int e = 0; e < E; e++)
-                    if (row->prefill || p->used[(size_t)q * E + e]) bytes += mode_bench_expert_bytes(D, I, o->group, bits[e]);
-            row->bytes = bytes / o->pool;
-            row->floor_us = row->bytes / r->copy_rate * 1e6;
-            struct run_ctx c = {row->prefill ? RUN_PREFILL : RUN_DECODE, n_copies, E, copies, {E, D, I, dgu, ddn}, {E, D, I, sgu, sdn}, p, o->k, x, act,
-                                out, work};
-            rc = mode_cuda_bench(run, &c, o->pool, o->iters, &row->us, &row->graph_us, err);
-            row->base_us = base_us[t], row->base_graph_us = base_gus[t];
-            if (progress) progress(pctx, ++done, total);
-        }
+        for (int t = 0; t < o->n_tokens && !rc; t++)
+            for (int qg = 0; qg < 2 && !rc; qg++) { /* qg: the qgemm row of a prefill case */
+                const struct pool *p = &pools[t];
+                const int T = p->T;
+                if (qg && T <= MODE_BENCH_DECODE_MAX) break;
+                struct mode_bench_row *row = &r->rows[r->n_rows++];
+                row->width = W, row->tokens = T, row->prefill = T > MODE_BENCH_DECODE_MAX, row->qgemm = qg;
+                double bytes = 0; /* v0 dequantises every expert; decode and qgemm read those the routing touches */
+                for (int q = 0; q < o->pool; q++)
+                    for (int e = 0; e < E; e++)
+                        if ((row->prefill && !qg) || p->used[(size_t)q * E + e]) bytes += mode_bench_expert_bytes(D, I, o->group, bits[e]);
+                row->bytes = bytes / o->pool;
+                row->floor_us = row->bytes / r->copy_rate * 1e6;
+                struct run_ctx c = {qg ? RUN_QGEMM : row->prefill ? RUN_PREFILL : RUN_DECODE, n_copies, E, copies, {E, D, I, dgu, ddn}, {E, D, I, sgu, sdn}, p,
+                                    o->k, x, act, out, work};
+                rc = mode_cuda_bench(run, &c, o->pool, o->iters, &row->us, &row->graph_us, err);
+                row->base_us = base_us[t], row->base_graph_us = base_gus[t];
+                if (progress) progress(pctx, ++done, total);
+            }
         for (int c = 0; c < n_copies; c++) dev_layer_free(&copies[c]);
     }
     free(bits), free(h);

@@ -7,12 +7,14 @@
  * next copy of the layer, with as many copies as make twice the L2 cache (cold weights: a run
  * never finds them in L2 from the previous one). Times are medians of event-timed runs and of
  * CUDA-graph replays. The byte floor is the packed bytes of the experts a routing touches (words,
- * zeros, f16 scales; bf16 for 16-bit experts; prefill dequantises every expert, so all count)
+ * zeros, f16 scales; bf16 for 16-bit experts; prefill v0 dequantises every expert, so all count)
  * over the device-to-device copy rate measured at the start.
  *
- * Decode (tokens <= 64): mode_qmoe_decode_cuda. Prefill (more): mode_qmoe_dequant_cuda into a
- * bf16 scratch layer, then mode_moe_bf16_cuda. Baseline: mode_moe_bf16_cuda on a resident bf16
- * layer of the same shape. Errors: MODE_EUNAVAILABLE without a GPU or out of device memory. */
+ * Decode (tokens <= 64): mode_qmoe_decode_cuda. Prefill (more), two rows: v0,
+ * mode_qmoe_dequant_cuda into a bf16 scratch layer, then mode_moe_bf16_cuda; and qgemm,
+ * mode_qmoe_prefill_cuda (grouped GEMM dequantising in registers; its bytes, as decode's, those
+ * of the experts the routing touches). Baseline: mode_moe_bf16_cuda on a resident bf16 layer of
+ * the same shape. Errors: MODE_EUNAVAILABLE without a GPU or out of device memory. */
 #ifndef MODE_BENCH_H
 #define MODE_BENCH_H
 
@@ -36,6 +38,7 @@ struct mode_bench_opts {
 struct mode_bench_row {
     int width, tokens;   /* width 0: the mixed allocation */
     bool prefill;
+    bool qgemm;          /* a prefill row of mode_qmoe_prefill_cuda (else of v0) */
     double bytes;        /* bytes a run reads at least (see above), mean over the pool */
     double floor_us;     /* bytes over the copy rate */
     double us, graph_us; /* medians */
@@ -47,7 +50,7 @@ struct mode_bench_result {
     double copy_rate; /* bytes read + written per second, device to device */
     size_t l2_bytes;
     int n_rows;
-    struct mode_bench_row rows[MODE_BENCH_MAX * MODE_BENCH_MAX];
+    struct mode_bench_row rows[2 * MODE_BENCH_MAX * MODE_BENCH_MAX]; /* prefill: v0 and qgemm */
 };
 
 /* Bytes of one expert (gate, up, down) packed at `bits` (16: bf16) with groups of `group`. */

@@ -100,6 +100,8 @@ static void progress(void *ctx, int done, int total)
     mode_progress("cases", (uint64_t)done, (uint64_t)total);
 }
 
+static const char *path_of(const struct mode_bench_row *x) { return x->qgemm ? "qgemm" : x->prefill ? "prefill" : "decode"; }
+
 static void name_of(int w, char *buf, size_t n)
 {
     if (w) snprintf(buf, n, w == 16 ? "bf16" : "W%d", w);
@@ -169,7 +171,7 @@ int main(int argc, char **argv)
         for (int i = 0; i < r.n_rows; i++) {
             const struct mode_bench_row *x = &r.rows[i];
             name_of(x->width, w, sizeof w);
-            printf("%s\t%d\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%.3f\t%.2f\t%.2f\n", w, x->tokens, x->prefill ? "prefill" : "decode", x->bytes / 1e6, x->floor_us,
+            printf("%s\t%d\t%s\t%.3f\t%.2f\t%.2f\t%.2f\t%.3f\t%.2f\t%.2f\n", w, x->tokens, path_of(x), x->bytes / 1e6, x->floor_us,
                    x->us, x->graph_us, x->bytes / (x->graph_us * 1e-6) / 1e12, x->base_us, x->base_graph_us);
         }
     } else {
@@ -182,23 +184,25 @@ int main(int argc, char **argv)
         for (int i = 0; i < r.n_rows; i++) {
             const struct mode_bench_row *x = &r.rows[i];
             name_of(x->width, w, sizeof w);
-            printf("%-8s %6d %-8s %10.2f %10.2f %10.1f %10.1f %7.2f", w, x->tokens, x->prefill ? "prefill" : "decode", x->bytes / 1e6, x->floor_us, x->us,
+            printf("%-8s %6d %-8s %10.2f %10.2f %10.1f %10.1f %7.2f", w, x->tokens, path_of(x), x->bytes / 1e6, x->floor_us, x->us,
                    x->graph_us, x->bytes / (x->graph_us * 1e-6) / 1e12);
             if (x->base_graph_us > 0) printf(" %12.1f %7.2fx\n", x->base_graph_us, x->base_graph_us / x->graph_us);
             else printf(" %12s %8s\n", "-", "-");
         }
-        /* the mixed allocation against the byte-weighted uniform estimate: Σ_b share(b) · t(uniform b) */
-        for (int t = 0; t < o.n_tokens; t++) {
-            double mix = -1, est = 0, have = 0;
-            for (int i = 0; i < r.n_rows; i++) {
-                const struct mode_bench_row *x = &r.rows[i];
-                if (x->tokens != o.tokens[t]) continue;
-                if (!x->width) mix = x->graph_us;
-                else if (share[x->width] > 0) est += share[x->width] * x->graph_us, have += share[x->width];
+        /* the mixed allocation against the byte-weighted uniform estimate: Σ_b share(b) · t(uniform b), per path */
+        for (int t = 0; t < o.n_tokens; t++)
+            for (int qg = 0; qg < 2; qg++) {
+                double mix = -1, est = 0, have = 0;
+                for (int i = 0; i < r.n_rows; i++) {
+                    const struct mode_bench_row *x = &r.rows[i];
+                    if (x->tokens != o.tokens[t] || x->qgemm != qg) continue;
+                    if (!x->width) mix = x->graph_us;
+                    else if (share[x->width] > 0) est += share[x->width] * x->graph_us, have += share[x->width];
+                }
+                if (mix > 0 && have > 0.999)
+                    printf("\nmixed at %d tokens%s: %.1f us against %.1f us byte-weighted from the uniform widths (%.2fx)", o.tokens[t], qg ? ", qgemm" : "",
+                           mix, est, mix / est);
             }
-            if (mix > 0 && have > 0.999)
-                printf("\nmixed at %d tokens: %.1f us against %.1f us byte-weighted from the uniform widths (%.2fx)", o.tokens[t], mix, est, mix / est);
-        }
         printf("\n");
     }
     free(mixed);

@@ -33,8 +33,9 @@ if [ "$rc" = 69 ]; then
     has "$T/err" "mode-bench: CUDA is unavailable" "without a GPU: exit 69, the reason named"
 else
     is "$rc" 0 "a small layer on the GPU"
-    is "$(grep -c -E '^(W2|W3|W4|bf16|mixed) ' "$T/out")" 10 "five widths x two token counts timed"
+    is "$(grep -c -E '^(W2|W3|W4|bf16|mixed) ' "$T/out")" 15 "five widths x (decode at 1 token, v0 and qgemm at 100) timed"
     has "$T/out" "prefill" "100 tokens take the prefill path"
+    has "$T/out" "qgemm" "and the grouped GEMM path"
     has "$T/out" "mixed at 1 tokens" "the mixed allocation against the weighted uniform times"
 fi
 done_testing

@@ -37,6 +37,7 @@ step test_qmoe 60 "$D/test_qmoe"
 step test_gptq 120 "$D/test_gptq"
 step test_gemm 60 "$D/test_gemm"
 step test_moe 60 "$D/test_moe"
+step test_qgemm 120 "$D/test_qgemm"
 step test_rtmoe 120 "$D/test_rtmoe"
 step test_attn 120 "$D/test_attn"
 # mode-pack on emoji-vl, GPTQ on each device
