@@ -230,6 +230,63 @@ int mode_qmoe_prefill_cuda(const struct mode_qmoe_layer *L, const struct mode_mo
  * comparing versions in one run. */
 int mode_qmoe_decode_version(int v);
 
+/* ---- a text decoder layer resident on the GPU (layer.cu; reference mode_text_layer_ref,
+ * lib/layer.h) ----
+ * Qwen3-VL-MoE's text layer on device arrays: h += o_proj(attention(RMSNorm(h))), then
+ * h += MoE(RMSNorm(h)): RMSNorm, q/k/v, q/k RMSNorm per head, rope on precomputed angles,
+ * attention per sequence (mode_attention_cuda), o_proj, RMSNorm, the router in f32
+ * (mode_gemm_cuda), top-k (mode_topk_cuda), the experts. Two precisions:
+ *   bf16  projections on tensor cores (activations rounded to bf16, bf16 weights, f32
+ *         accumulation: mode_gemm_bf16_cuda), experts dense bf16 (mode_moe_bf16_cuda) or packed
+ *         (mode_qmoe_prefill_cuda): the fast path;
+ *   f32   f32 weights and SGEMM without TF32 everywhere, experts per expert on cuBLAS: the CPU
+ *         runtime's arithmetic (sums in another order), what route-trace needs to make the CPU's
+ *         choices; ~8x the bf16 path's product time.
+ * The routing is sorted on the host (one download of the choices, which route-trace wants
+ * anyway): the call synchronises and is not graph-capturable. */
+struct mode_text_layer_cuda {
+    int d, n_head, n_head_kv, head_dim, n_expert, k, i;
+    float eps;
+    bool norm_topk;
+    bool f32;                                          /* the precision, above */
+    const void *wq, *wk, *wv, *wo;                     /* nn.Linear (out, in): bf16 bits (uint16), or f32 when f32 */
+    const float *attn_norm, *q_norm, *k_norm, *ffn_norm; /* (d), (head_dim), (head_dim), (d) */
+    const float *router;                               /* f32 (n_expert, d) */
+    struct mode_moe_dense experts;                     /* bf16 hub layout (bf16, packed NULL) */
+    const struct mode_qmoe_layer *packed;              /* packed experts (bf16 only), or NULL */
+    /* f32 experts, each contiguous: gate_up (2i, d) with gate the first i rows and down (d, i),
+     * nn.Linear, when linear32; else the hub layout (d, 2i) and (i, d) */
+    const float *gate_up32, *down32;
+    bool linear32;
+};
+
+/* The rows: n of them in n_seg sequences [seg[s], seg[s+1]) (host), their rope angles d_ang
+ * (n, head_dim/2), and optionally the query rows whose attention probabilities are summed into
+ * d_colsum (mode_attention_cuda's contract); d_logits, when not NULL, receives the router's
+ * logits (n, n_expert). */
+struct mode_text_rows_cuda {
+    int64_t n;
+    int n_seg;
+    const int64_t *seg;
+    const float *d_ang;
+    const uint8_t *d_sel;
+    float *d_colsum;
+    float *d_logits;
+};
+
+/* Milliseconds of the parts of the last call, when asked for (events on the stream): attn_proj
+ * the RMSNorm, q/k/v, their norms and rope; attn_core the attention and o_proj; router the
+ * RMSNorm, router and top-k; moe the routing sort (host) and the experts. */
+struct mode_text_layer_times {
+    double attn_proj, attn_core, router, moe, total;
+};
+
+size_t mode_text_layer_work_bytes(const struct mode_text_layer_cuda *L, int64_t n);
+/* d_h (n, d) updated in place; the routing (experts d_idx, weights d_w, (n, k), device) is left
+ * for the caller; d_work holds mode_text_layer_work_bytes. times: NULL, or filled. */
+int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *d_h, int32_t *d_idx, float *d_w,
+                         void *d_work, struct mode_text_layer_times *times, void *stream, struct mode_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -200,3 +200,14 @@ int mode_qmoe_decode_version(int v)
     (void)v;
     return -1;
 }
+size_t mode_text_layer_work_bytes(const struct mode_text_layer_cuda *L, int64_t n)
+{
+    (void)L, (void)n;
+    return 0;
+}
+int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *d_h, int32_t *d_idx, float *d_w,
+                         void *d_work, struct mode_text_layer_times *times, void *stream, struct mode_err *err)
+{
+    (void)L, (void)rows, (void)d_h, (void)d_idx, (void)d_w, (void)d_work, (void)times, (void)stream;
+    return UNAVAILABLE(err);
+}

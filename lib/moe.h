@@ -10,6 +10,10 @@
 
 #include "../kernels/mode_cuda.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* pairs (token t, slot j), index t·k + j, sorted by expert: order (T·k) lists them expert by
  * expert (token order within an expert), start (n_expert + 1) where each expert's run begins,
  * slot (T·k) where pair t·k + j sits in order. Caller-allocated; MODE_EDATA for an expert index
@@ -21,5 +25,9 @@ int mode_moe_route_sort(const int32_t *experts, int T, int k, int n_expert, int3
  * double sums. */
 int mode_moe_dense_ref(const struct mode_moe_dense *L, int T, int k, const float *x, const int32_t *experts, const float *weights, float *out,
                        struct mode_err *err);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

@@ -1,0 +1,120 @@
+/* layer.c — mode_text_layer_ref (layer.h). */
+#include "layer.h"
+
+#include "attn.h"
+#include "moe.h"
+#include "ops.h"
+#include "qmoe.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static float *bf16_f32(const void *p, size_t n)
+{
+    const uint16_t *src = p;
+    float *d = malloc(sizeof *d * (n ? n : 1));
+    if (d)
+        for (size_t i = 0; i < n; i++) d[i] = mode_bf16_to_f32(src[i]);
+    return d;
+}
+
+static void round_bf16(const float *src, size_t n, float *dst)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = mode_bf16_to_f32(mode_f32_to_bf16(src[i]));
+}
+
+/* The dense experts as the GPU computes them (moe.cu, layer.cu): pairs grouped by expert, per
+ * expert X·W_gate_up and the down projection through mode_gemm (OpenBLAS, as the CPU runtime),
+ * SiLU·mul between, the weighted combine over the slots in order. bf16 experts: converted to f32
+ * one at a time, rows and activations rounded to bf16 as the tensor cores take them; f32
+ * experts: used as they are (either orientation). */
+static int dense_moe(const struct mode_text_layer_cuda *L, int64_t n, const float *x, const int32_t *idx, const float *w, float *out,
+                     struct mode_err *err)
+{
+    const int64_t D = L->d, I = L->i, k = L->k, P = n * k;
+    const bool f32 = L->f32, lin = f32 && L->linear32;
+    int32_t *order = malloc(sizeof *order * (size_t)P), *slot = malloc(sizeof *slot * (size_t)P);
+    int64_t *start = malloc(sizeof *start * (size_t)(L->n_expert + 1));
+    float *gu = f32 ? NULL : malloc(sizeof *gu * (size_t)(D * 2 * I)), *dn = f32 ? NULL : malloc(sizeof *dn * (size_t)(I * D)),
+          *xs = malloc(sizeof *xs * (size_t)(P * D)), *hh = malloc(sizeof *hh * (size_t)(P * 2 * I)), *act = malloc(sizeof *act * (size_t)(P * I)),
+          *y = malloc(sizeof *y * (size_t)(P * D));
+    int rc = MODE_OK;
+    if (!order || !slot || !start || (!f32 && (!gu || !dn)) || !xs || !hh || !act || !y) {
+        rc = mode_err_oom(err, (size_t)(P * (2 * D + 3 * I)) * 4, "the layer reference's experts");
+        goto out;
+    }
+    if ((rc = mode_moe_route_sort(idx, (int)n, (int)k, L->n_expert, order, slot, start, err))) goto out;
+    for (int64_t p = 0; p < P; p++) {
+        const float *src = x + (size_t)(order[p] / k) * (size_t)D;
+        if (f32) memcpy(xs + (size_t)p * (size_t)D, src, sizeof *xs * (size_t)D);
+        else round_bf16(src, (size_t)D, xs + (size_t)p * (size_t)D);
+    }
+    for (int e = 0; e < L->n_expert; e++) {
+        const int64_t c = start[e + 1] - start[e], s0 = start[e];
+        if (!c) continue;
+        const float *g = gu, *d = dn;
+        if (f32) g = L->gate_up32 + (size_t)e * (size_t)(D * 2 * I), d = L->down32 + (size_t)e * (size_t)(I * D);
+        else {
+            for (size_t z = 0; z < (size_t)(D * 2 * I); z++) gu[z] = mode_bf16_to_f32(L->experts.gate_up[(size_t)e * (size_t)(D * 2 * I) + z]);
+            for (size_t z = 0; z < (size_t)(I * D); z++) dn[z] = mode_bf16_to_f32(L->experts.down[(size_t)e * (size_t)(I * D) + z]);
+        }
+        mode_gemm(c, 2 * I, D, xs + s0 * D, D, g, lin ? D : 2 * I, lin, 0.0f, hh + s0 * 2 * I, 2 * I);
+        mode_swiglu_ref(hh + s0 * 2 * I, c, I, act + s0 * I);
+        if (!f32) round_bf16(act + s0 * I, (size_t)(c * I), act + s0 * I);
+        mode_gemm(c, D, I, act + s0 * I, I, d, lin ? I : D, lin, 0.0f, y + s0 * D, D);
+    }
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t col = 0; col < D; col++) {
+            float acc = 0.f;
+            for (int64_t j = 0; j < k; j++) acc += w[t * k + j] * y[(size_t)slot[t * k + j] * (size_t)D + (size_t)col];
+            out[t * D + col] = acc;
+        }
+out:
+    free(order), free(slot), free(start), free(gu), free(dn), free(xs), free(hh), free(act), free(y);
+    return rc;
+}
+
+int mode_text_layer_ref(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *h, int32_t *idx, float *w,
+                        struct mode_err *err)
+{
+    const int64_t n = rows->n, D = L->d, hd = L->head_dim, qd = (int64_t)L->n_head * hd, kvd = (int64_t)L->n_head_kv * hd;
+    if (n == 0) return MODE_OK;
+    const size_t N = (size_t)n;
+    /* f32 weights are used in place; bf16 ones converted (owned: c*) */
+    float *cq = L->f32 ? NULL : bf16_f32(L->wq, (size_t)(qd * D)), *ck = L->f32 ? NULL : bf16_f32(L->wk, (size_t)(kvd * D)),
+          *cv = L->f32 ? NULL : bf16_f32(L->wv, (size_t)(kvd * D)), *co = L->f32 ? NULL : bf16_f32(L->wo, (size_t)(D * qd));
+    const float *wq = L->f32 ? L->wq : cq, *wk = L->f32 ? L->wk : ck, *wv = L->f32 ? L->wv : cv, *wo = L->f32 ? L->wo : co;
+    float *xn = malloc(sizeof *xn * N * (size_t)D), *xb = malloc(sizeof *xb * N * (size_t)(D > qd ? D : qd)), *q = malloc(sizeof *q * N * (size_t)qd),
+          *k = malloc(sizeof *k * N * (size_t)kvd), *v = malloc(sizeof *v * N * (size_t)kvd), *o = malloc(sizeof *o * N * (size_t)qd),
+          *logits = malloc(sizeof *logits * N * (size_t)L->n_expert), *mout = malloc(sizeof *mout * N * (size_t)D);
+    int rc = MODE_OK;
+    if ((!L->f32 && (!cq || !ck || !cv || !co)) || !xn || !xb || !q || !k || !v || !o || !logits || !mout) {
+        rc = mode_err_oom(err, N * (size_t)(4 * D + 3 * qd + 2 * kvd + L->n_expert) * 4, "the layer reference");
+        goto out;
+    }
+    mode_rmsnorm_ref(h, L->attn_norm, L->eps, n, D, xn);
+    const float *xq = xn; /* the projections' input: xn, or rounded to bf16 */
+    if (!L->f32) round_bf16(xn, N * (size_t)D, xb), xq = xb;
+    mode_gemm(n, qd, D, xq, D, wq, D, true, 0.0f, q, qd);
+    mode_gemm(n, kvd, D, xq, D, wk, D, true, 0.0f, k, kvd);
+    mode_gemm(n, kvd, D, xq, D, wv, D, true, 0.0f, v, kvd);
+    mode_rmsnorm_ref(q, L->q_norm, L->eps, n * L->n_head, hd, q);
+    mode_rmsnorm_ref(k, L->k_norm, L->eps, n * L->n_head_kv, hd, k);
+    mode_rope_ref(q, n, qd, L->n_head, (int)hd, rows->d_ang);
+    mode_rope_ref(k, n, kvd, L->n_head_kv, (int)hd, rows->d_ang);
+    const struct mode_attn_shape a = {L->n_head, L->n_head_kv, (int)hd, qd, kvd, kvd, qd, true, 1.0f / sqrtf((float)hd)};
+    if ((rc = mode_attention_ref(&a, q, k, v, rows->seg, rows->n_seg, rows->d_sel, rows->d_colsum, o, err))) goto out;
+    if (!L->f32) round_bf16(o, N * (size_t)qd, o);
+    mode_gemm(n, D, qd, o, qd, wo, qd, true, 1.0f, h, D);
+    mode_rmsnorm_ref(h, L->ffn_norm, L->eps, n, D, xn);
+    float *lg = rows->d_logits ? rows->d_logits : logits;
+    mode_gemm(n, L->n_expert, D, xn, D, L->router, D, true, 0.0f, lg, L->n_expert);
+    mode_topk_ref(lg, n, L->n_expert, L->k, L->norm_topk, idx, w);
+    rc = L->packed ? mode_qmoe_ref(L->packed, (int)n, L->k, xn, idx, w, mout, err) : dense_moe(L, n, xn, idx, w, mout, err);
+    if (!rc)
+        for (size_t z = 0; z < N * (size_t)D; z++) h[z] += mout[z];
+out:
+    free(cq), free(ck), free(cv), free(co), free(xn), free(xb), free(q), free(k), free(v), free(o), free(logits), free(mout);
+    return rc;
+}
