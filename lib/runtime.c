@@ -4,6 +4,7 @@
 #include "attn.h"
 #include "ops.h"
 #include "rtmoe.h"
+#include "rtlayer.h"
 
 #include <limits.h>
 #include <math.h>
@@ -63,13 +64,19 @@ int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err
 int mode_rt_device(struct mode_rt *rt, enum mode_device d, struct mode_err *err)
 {
     mode_rtmoe_free(rt->gpu);
-    rt->gpu = NULL;
-    return d == MODE_DEVICE_CUDA ? mode_rtmoe_init(&rt->gpu, rt->m, err) : MODE_OK;
+    mode_rtlayer_free(rt->resident);
+    rt->gpu = NULL, rt->resident = NULL;
+    if (d != MODE_DEVICE_CUDA) return MODE_OK;
+    int rc = mode_rtmoe_init(&rt->gpu, rt->m, err);
+    const char *env = getenv("MODE_RT_RESIDENT");
+    if (!rc && !(env && !strcmp(env, "0"))) rc = mode_rtlayer_init(&rt->resident, err);
+    return rc;
 }
 
 void mode_rt_free(struct mode_rt *rt)
 {
     mode_rtmoe_free(rt->gpu);
+    mode_rtlayer_free(rt->resident);
     free(rt->inv_freq);
     free(rt->vis_inv_freq);
     free(rt->lm_head);
@@ -688,6 +695,80 @@ static int dense_mlp(const struct mode_rt *rt, struct mode_rt_batch *b, const st
     return MODE_OK;
 }
 
+/* ---- the layer resident on the GPU (rtlayer.h) ---- */
+
+struct expert_ctx {
+    const struct mode_model *m;
+    int layer;
+};
+
+static int expert_cb(void *vctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err)
+{
+    const struct expert_ctx *c = vctx;
+    return expert_f32(c->m, c->layer, e, gu, gu_trans, dn, dn_trans, err);
+}
+
+static bool resident_ok(const struct mode_rt *rt, int layer, const struct text_layer *w, const struct mode_rt_hooks *hooks)
+{
+    const struct mode_model *m = rt->m;
+    return rt->resident && m->cfg.text.is_moe[layer] && !m->layers[layer].qexp && !w->bq && !w->bo && w->qn && w->kn &&
+           !(hooks && (hooks->attn_out || hooks->expert || hooks->moe));
+}
+
+/* The layer on the GPU, the hooks served as the CPU path serves them: the attention scores of
+ * each sequence (mean over heads and masked rows), then the routing. *fallback: the device had
+ * no memory for it and nothing was changed: the caller runs the layer on the CPU. */
+static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w, const struct mode_rt_hooks *hooks,
+                          bool *fallback, struct mode_err *err)
+{
+    const struct mode_text_config *t = &rt->m->cfg.text;
+    const int64_t N = b->n_rows, hd = t->head_dim, E = t->n_expert, K = t->n_expert_used;
+    float *ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations"), *logits = xcalloc((size_t)(N * E), sizeof(float), err, "router logits"),
+          *wts = xcalloc((size_t)(N * K), sizeof(float), err, "routing"), *colsum = xcalloc((size_t)N, sizeof(float), err, "attention scores");
+    int32_t *idx = xcalloc((size_t)(N * K), sizeof(int32_t), err, "routing");
+    int64_t *seg = xcalloc((size_t)b->n_seq + 1, sizeof(int64_t), err, "sequences");
+    uint8_t *sel = NULL;
+    int rc = MODE_OK;
+    if (!ang || !logits || !wts || !colsum || !idx || !seg) {
+        rc = err->code;
+        goto out;
+    }
+    /* the sequences' rows are contiguous and in order */
+    for (int i = 0; i < b->n_seq; i++) {
+        mrope_angles(rt, &b->seq[i], ang + b->seq[i].row * (hd / 2));
+        seg[i] = b->seq[i].row, seg[i + 1] = b->seq[i].row + b->seq[i].n_tok;
+        const uint8_t *rows = hooks && hooks->attn_rows && hooks->attn ? hooks->attn_rows(hooks->ctx, layer, i) : NULL;
+        if (!rows) continue;
+        if (!sel && !(sel = xcalloc((size_t)N, 1, err, "attention rows"))) {
+            rc = err->code;
+            goto out;
+        }
+        memcpy(sel + b->seq[i].row, rows, (size_t)b->seq[i].n_tok);
+    }
+    struct expert_ctx ec = {rt->m, layer};
+    const struct mode_rtlayer_w rw = {w->an, w->fn, w->wq, w->wk, w->wv, w->wo, w->qn, w->kn, w->router, expert_cb, &ec};
+    const struct mode_rtlayer_rows rr = {N, b->n_seq, seg, ang, sel, b->h, logits, wts, colsum, idx};
+    if ((rc = mode_rtlayer_run(rt->resident, t, &rw, &rr, err))) {
+        *fallback = rc == MODE_EUNAVAILABLE;
+        goto out;
+    }
+    rt->n_resident++;
+    for (int i = 0; sel && i < b->n_seq; i++) {
+        const struct mode_rt_seq *q = &b->seq[i];
+        const uint8_t *rows = hooks->attn_rows(hooks->ctx, layer, i);
+        if (!rows) continue;
+        int64_t n_sel = 0;
+        for (int64_t r = 0; r < q->n_tok; r++) n_sel += rows[r] != 0;
+        const float denom = (float)t->n_head * (float)(n_sel ? n_sel : 1);
+        for (int64_t c = 0; c < q->n_tok; c++) colsum[q->row + c] /= denom;
+        if ((rc = hooks->attn(hooks->ctx, layer, i, colsum + q->row, err))) goto out;
+    }
+    if (hooks && hooks->router) rc = hooks->router(hooks->ctx, layer, b, logits, idx, wts, err);
+out:
+    free(ang), free(logits), free(wts), free(colsum), free(idx), free(seg), free(sel);
+    return rc;
+}
+
 int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct mode_rt_hooks *hooks,
                   struct mode_err *err)
 {
@@ -705,8 +786,16 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
     if ((rc = text_layer_load(m, layer, hooks, &w, err))) return rc;
     struct layer_scratch s;
     memset(&s, 0, sizeof s);
-    rc = attention(rt, b, layer, &w, &s, hooks, err);
-    if (!rc) {
+    bool done = false;
+    if (resident_ok(rt, layer, &w, hooks)) {
+        bool fallback = false;
+        rc = resident_layer(rt, b, layer, &w, hooks, &fallback, err);
+        if (fallback) /* no device memory: the CPU path, b->h untouched */
+            rt->n_resident_fallback++, rc = MODE_OK;
+        else done = true;
+    }
+    if (!done) rc = attention(rt, b, layer, &w, &s, hooks, err);
+    if (!rc && !done) {
         const int64_t N = b->n_rows, D = t->n_embd;
         mode_rmsnorm_ref(b->h, w.fn, (float)t->rms_eps, N, D, s.xn);
         rc = t->is_moe[layer] ? moe(rt, b, layer, &w, &s, hooks, err) : dense_mlp(rt, b, &w, &s, err);

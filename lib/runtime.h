@@ -117,13 +117,20 @@ struct mode_rt {
     float *out_norm;     /* (n_embd) */
     int attn_block;      /* query rows per block of attention scores (0: 512); memory is block x n_tok */
     struct mode_rtmoe *gpu; /* mode_rt_device CUDA: packed MoE layers on the GPU (rtmoe.h) */
+    struct mode_rtlayer *resident; /* mode_rt_device CUDA: whole MoE layers on the GPU (rtlayer.h) */
+    int64_t n_resident, n_resident_fallback; /* layers run resident; layers that fell back to the CPU */
 };
 
 int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);
 void mode_rt_free(struct mode_rt *rt);
 /* MODE_DEVICE_CUDA: the experts of packed MoE layers run on the GPU through the packed kernels
- * (rtmoe.h; layers they cannot take, and layers whose experts a hook overrides, stay on the CPU);
- * MODE_DEVICE_CPU (the default) everything on the CPU. MODE_EUNAVAILABLE without a GPU. */
+ * (rtmoe.h; layers they cannot take, and layers whose experts a hook overrides, stay on the CPU),
+ * and the MoE layers of a full-precision checkpoint run whole on the GPU in f32 (rtlayer.h) when
+ * no hook needs their insides (attn_out, expert and moe hooks keep a layer on the CPU; router,
+ * attention-score and attention-weight hooks are served) and the layer has no attention bias;
+ * MODE_RT_RESIDENT=0 in the environment turns the latter off. A resident layer the device has no
+ * memory for runs on the CPU (counted in n_resident_fallback). MODE_DEVICE_CPU (the default)
+ * everything on the CPU. MODE_EUNAVAILABLE without a GPU. */
 int mode_rt_device(struct mode_rt *rt, enum mode_device d, struct mode_err *err);
 
 void mode_rt_batch_init(struct mode_rt_batch *b);

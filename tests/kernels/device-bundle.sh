@@ -6,11 +6,14 @@
 # without the C runtime. Then, on the machine: tests/kernels/device-check.sh (carry .device).
 set -eu
 cd "$(dirname "$0")/../.."
-make CUDA=1 -j"$(nproc)" all bench build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_rtmoe build/tests/kernels/test_attn >/dev/null
+KT="test_convert test_qmoe test_gptq test_gemm test_moe test_rtmoe test_ops test_attn test_layer test_qgemm"
+LT="test_forward" # CPU tests with GPU parts
+BT="bench_gptq bench_qmoe bench_layer"
+make CUDA=1 -j"$(nproc)" all bench $(for t in $KT; do printf 'build/tests/kernels/%s ' "$t"; done) $(for t in $LT; do printf 'build/tests/lib/%s ' "$t"; done) >/dev/null
 d=$(mktemp -d)
 trap 'rm -rf "$d"' EXIT
 skip='/(libc|libm|libdl|librt|libpthread|ld-linux[^/]*|libstdc\+\+|libgcc_s|libz|libcudart|libcublas|libcublasLt|libcusolver|libcusparse|libnvJitLink)\.so'
-for b in bin/mode-* build/tests/kernels/test_convert build/tests/kernels/test_qmoe build/tests/kernels/test_gptq build/tests/kernels/test_gemm build/tests/kernels/test_moe build/tests/kernels/test_rtmoe build/tests/kernels/test_attn build/bench/bench_gptq build/bench/bench_qmoe; do
+for b in bin/mode-* $(for t in $KT; do printf 'build/tests/kernels/%s ' "$t"; done) $(for t in $LT; do printf 'build/tests/lib/%s ' "$t"; done) $(for t in $BT; do printf 'build/bench/%s ' "$t"; done); do
     cp -f "$b" "$d/"
     ldd "$b" | awk '/=>/ { print $3 }' | grep -v -E "$skip" | while read -r lib; do
         [ -n "$lib" ] && cp -fL "$lib" "$d/"

@@ -1,11 +1,15 @@
 #!/bin/sh
 # device-check.sh — on the lent GPU machine, from the repository root, after
-# tests/kernels/device-bundle.sh here (run with carry [".device"]): every CUDA test, the GPTQ and
-# qmoe benchmarks, mode-bench's default table, and mode-pack on emoji-vl with --device cpu and
-# --device cuda compared (checkpoint bytes, evaluation). $OUT (default /tmp/out) gets summary.txt
-# and all.log; the summary is printed last.
-# One call of a few minutes: kernels/NOTES.md records what it printed.
+# tests/kernels/device-bundle.sh here (run with carry [".device"]): every CUDA test, route-trace
+# and mode-pack/mode-eval on emoji-vl across devices, then the benchmarks (GPTQ, the resident
+# layer with the pipeline estimate, qmoe decode versions, mode-bench's default table). $OUT
+# (default /tmp/out) gets summary.txt and all.log; the summary is printed last.
+#   sh tests/kernels/device-check.sh [tests|bench|all]      (default all)
+# Sized for a session's 15 device minutes: the tests part takes about 2 minutes, the benchmarks
+# about 5; every step has its own time limit, so a hang costs that step only. kernels/NOTES.md
+# records what it printed.
 set -u
+PART=${1:-all}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 D=/tmp/mode-bundle
@@ -32,14 +36,10 @@ step() { # name timeout command...
     grep '^not ok' /tmp/step.log >>"$summary"
     case $name in mode_bench* | bench_*) cat /tmp/step.log >>"$summary" ;; esac
 }
-step test_convert 60 "$D/test_convert"
-step test_qmoe 60 "$D/test_qmoe"
+if [ "$PART" != bench ]; then
+for t in test_convert test_ops test_attn test_layer test_qmoe test_qgemm test_moe test_gemm test_rtmoe; do step $t 60 "$D/$t"; done
 step test_gptq 120 "$D/test_gptq"
-step test_gemm 60 "$D/test_gemm"
-step test_moe 60 "$D/test_moe"
-step test_qgemm 120 "$D/test_qgemm"
-step test_rtmoe 120 "$D/test_rtmoe"
-step test_attn 120 "$D/test_attn"
+step test_forward 120 "$D/test_forward"
 # mode-pack on emoji-vl, GPTQ on each device
 E=tests/fixtures/emoji-vl
 W=/tmp/mode-pack-check
@@ -58,15 +58,31 @@ mode-eval --device cpu -m $W/cuda -o $W/eval-cudapack.json $W/eval.ms 2>>"$L" &&
     printf 'eval of the cuda pack on cpu: %s\n' "$(tr -d ' \n' <$W/eval-cudapack.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
 # route-trace with every product on the GPU against the CPU: the frequency tables
 step trace_cpu 120 sh -c "mode-route-trace --device cpu -m $E/model $W/calib.ms | mode-vis-denoise -o $W/freq-cpu.ms"
-step trace_cuda 120 sh -c "MODE_GPU_GEMM=all mode-route-trace --device cuda -m $E/model $W/calib.ms | mode-vis-denoise -o $W/freq-cuda.ms"
-[ -s $W/freq-cuda.ms ] && mode-cat --values $W/freq-cpu.ms | sed 1d >$W/f1 && mode-cat --values $W/freq-cuda.ms | sed 1d >$W/f2 &&
-    echo "route-trace + vis-denoise, cpu vs cuda: $(cmp -s $W/f1 $W/f2 && echo identical || echo "$(diff $W/f1 $W/f2 | grep -c '^<') records differ")" >>"$summary"
+# the layers resident on the GPU (f32), and the CPU layers with every product offloaded
+step trace_cuda 120 sh -c "mode-route-trace --device cuda -m $E/model -o $W/trace-cuda.ms $W/calib.ms && mode-vis-denoise -o $W/freq-cuda.ms $W/trace-cuda.ms"
+step trace_offload 120 sh -c "MODE_RT_RESIDENT=0 MODE_GPU_GEMM=all mode-route-trace --device cuda -m $E/model $W/calib.ms | mode-vis-denoise -o $W/freq-offload.ms"
+mode-route-trace --device cpu -m $E/model -o $W/trace-cpu.ms $W/calib.ms 2>>"$L"
+for v in cuda offload; do
+    [ -s $W/freq-$v.ms ] && mode-cat --values $W/freq-cpu.ms | sed 1d >$W/f1 && mode-cat --values $W/freq-$v.ms | sed 1d >$W/f2 &&
+        echo "route-trace + vis-denoise, cpu vs $v: $(cmp -s $W/f1 $W/f2 && echo identical || echo "$(diff $W/f1 $W/f2 | grep -c '^<') records differ")" >>"$summary"
+done
+# the routing itself, token by token: records whose experts differ between the CPU and the resident trace
+[ -s $W/trace-cuda.ms ] && mode-cat --values $W/trace-cpu.ms | sed 1d | grep -o '"experts":{[^}]*}' >$W/t1 2>>"$L" &&
+    mode-cat --values $W/trace-cuda.ms | sed 1d | grep -o '"experts":{[^}]*}' >$W/t2 2>>"$L" &&
+    echo "route-trace experts, cpu vs resident: $(wc -l <$W/t1) and $(wc -l <$W/t2) records, $(diff $W/t1 $W/t2 | grep -c '^<') differ" >>"$summary" &&
+    diff $W/t1 $W/t2 | head -c 4000 >>"$L"
 mode-cat -J -o $W/alloc.ms tests/fixtures/streams/alloc.jsonl
 step mode_bench_small 60 mode-bench --alloc $W/alloc.ms --layer 1 --experts 16 --topk 2 --hidden 128 --width 96 --group 32 --iters 5 --pool 4 \
     --bits 2,3,4,16,mixed --tokens 1,100
+fi
 # the timings last: a run cut short still has the checks above
+if [ "$PART" != tests ]; then
 step bench_gptq 150 "$D/bench_gptq" 5
-step mode_bench 200 mode-bench
+gq=$(grep 'layer, all 128 experts (batched' "$L" | tail -1 | awk '{ print $(NF-1) }')
+hs=$(grep '^hessians' "$L" | tail -1 | awk '{ print $(NF-1) }')
+step bench_layer 150 "$D/bench_layer" 3 "${gq:-0}" "${hs:-0}"
 step bench_qmoe 90 "$D/bench_qmoe"
+step mode_bench 200 mode-bench
+fi
 grep -c "^ok" "$L" | sed 's/^/tests ok: /' >>"$summary"
 cat "$summary"

@@ -5,7 +5,10 @@
  * the k-th and (k+1)-th probabilities differ by more than 1e-5, its weights within 1e-5. Both
  * checkpoint layouts, every sample alone and all five in one batch (layer-sequential execution).
  * Then mode-eval itself on a samples stream of the five: its --logits equal the goldens and its
- * perplexities equal those computed from the golden logits. */
+ * perplexities equal those computed from the golden logits. With a GPU, the batch of five again
+ * with the MoE layers resident on it (f32, same tolerances: sums in another order only) and the
+ * attention-score hook served from it. */
+#include "../../kernels/mode_cuda.h"
 #include "../../lib/eval.h"
 #include "../../lib/ops.h"
 #include "../../lib/runtime.h"
@@ -196,6 +199,7 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
 
 /* Runs a batch of the given samples through the model and compares everything. */
 static int attn_block; /* 0: the runtime's default */
+static bool on_gpu;    /* mode_rt_device CUDA: the MoE layers resident on the GPU */
 
 static void check_batch(const char *model_dir, struct golden *g, int n, const char *label)
 {
@@ -209,6 +213,7 @@ static void check_batch(const char *model_dir, struct golden *g, int n, const ch
     struct mode_rt rt;
     mode_rt_init(&rt, &m, &err);
     rt.attn_block = attn_block;
+    if (on_gpu && !is_int(mode_rt_device(&rt, MODE_DEVICE_CUDA, &err), MODE_OK, "%s: the GPU taken", label)) diag("%s", err.msg);
     struct mode_rt_batch b;
     mode_rt_batch_init(&b);
     int rc = 0;
@@ -303,6 +308,8 @@ static void check_batch(const char *model_dir, struct golden *g, int n, const ch
     }
     ok(worst_final <= REL_TOL, "%s: hidden.%d, after the final norm (rel err %.2e)", label, L, worst_final);
     ok(!rc && worst_logits <= REL_TOL, "%s: logits (rel err %.2e)", label, worst_logits);
+    if (on_gpu)
+        is_int(rt.n_resident, L, "%s: every layer ran resident on the GPU (%lld fell back)", label, (long long)rt.n_resident_fallback);
     mode_rt_batch_free(&b);
     mode_rt_free(&rt);
     mode_model_close(&m);
@@ -343,16 +350,19 @@ static void check_attn_hook(struct golden *g, const char *model_dir)
     struct mode_rt_batch b;
     mode_model_open(&m, model_dir, &err);
     mode_rt_init(&rt, &m, &err);
+    const char *dev = on_gpu ? "cuda: " : "";
+    if (on_gpu && !is_int(mode_rt_device(&rt, MODE_DEVICE_CUDA, &err), MODE_OK, "cuda: the GPU taken")) diag("%s", err.msg);
     mode_rt_batch_init(&b);
     mode_rt_batch_add(&rt, &b, &g->s, NULL, &err); /* one_image_emoji: 44 tokens */
     uint8_t rows[44] = {0};
     rows[3] = rows[20] = rows[30] = 1; /* mean over these rows: columns past 30 get nothing */
     struct attn_ctx c = {rows, 30, 0, 0, 0};
     struct mode_rt_hooks hooks = {.ctx = &c, .attn_rows = attn_rows, .attn = attn_score};
-    is_int(mode_rt_forward(&rt, &b, &hooks, &err), MODE_OK, "forward with the attention-score hook");
-    is_int(c.calls, m.cfg.text.n_layer, "the hook is called once per layer");
-    ok(c.worst_sum < 1e-5, "scores over the masked rows sum to 1 (worst deviation %.2e)", c.worst_sum);
-    ok(c.worst_future == 0, "no score after the last masked row (causal)");
+    is_int(mode_rt_forward(&rt, &b, &hooks, &err), MODE_OK, "%sforward with the attention-score hook", dev);
+    is_int(c.calls, m.cfg.text.n_layer, "%sthe hook is called once per layer", dev);
+    ok(c.worst_sum < 1e-5, "%sscores over the masked rows sum to 1 (worst deviation %.2e)", dev, c.worst_sum);
+    ok(c.worst_future == 0, "%sno score after the last masked row (causal)", dev);
+    if (on_gpu) is_int(rt.n_resident, m.cfg.text.n_layer, "cuda: the layers ran resident");
     mode_rt_batch_free(&b);
     mode_rt_free(&rt);
     mode_model_close(&m);
@@ -596,6 +606,18 @@ int main(void)
     snprintf(hub, sizeof hub, "%s", fixture(dirs[0]));
     check_filter(g, hub);
     check_attn_hook(&g[1], hub);
+    if (mode_cuda_available(&err) == MODE_OK) { /* the same goldens with the layers on the GPU (f32) */
+        on_gpu = true;
+        for (int d = 0; d < 2; d++) {
+            char dir[4096], label[64];
+            snprintf(dir, sizeof dir, "%s", fixture(dirs[d]));
+            snprintf(label, sizeof label, "cuda/%s/all five in one batch", d ? "v5" : "hub");
+            check_batch(dir, g, N_SAMPLES, label);
+        }
+        check_attn_hook(&g[1], hub);
+        on_gpu = false;
+    } else
+        diag("no GPU: the resident layers are not checked (%s)", err.msg);
     check_override(&g[3], hub);
     for (int i = 0; i < N_SAMPLES; i++) free_golden(&g[i]);
     return tap_done();

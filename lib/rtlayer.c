@@ -1,0 +1,100 @@
+/* rtlayer.c — the runtime's resident text layers (rtlayer.h). */
+#include "rtlayer.h"
+
+#include "../kernels/mode_cuda.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { B_WQ, B_WK, B_WV, B_WO, B_AN, B_QN, B_KN, B_FN, B_ROUTER, B_GU, B_DN, B_WORK, B_H, B_ANG, B_SEL, B_CS, B_LOGITS, B_W, B_IDX, N_BUF };
+
+struct mode_rtlayer {
+    void *buf[N_BUF];
+    size_t cap[N_BUF];
+    float *gu, *dn; /* one expert on the host */
+    size_t host_cap;
+};
+
+int mode_rtlayer_init(struct mode_rtlayer **g, struct mode_err *err)
+{
+    *g = NULL;
+    int rc = mode_cuda_available(err);
+    if (rc) return rc;
+    if (!(*g = calloc(1, sizeof **g))) return mode_err_oom(err, sizeof **g, "the resident layer");
+    return MODE_OK;
+}
+
+void mode_rtlayer_free(struct mode_rtlayer *g)
+{
+    if (!g) return;
+    for (int i = 0; i < N_BUF; i++) mode_cuda_free(g->buf[i]);
+    free(g->gu), free(g->dn);
+    free(g);
+}
+
+/* buffer i of at least n bytes (contents not kept when it grows) */
+static int reserve(struct mode_rtlayer *g, int i, size_t n, struct mode_err *err)
+{
+    if (n <= g->cap[i] && g->buf[i]) return MODE_OK;
+    mode_cuda_free(g->buf[i]);
+    g->buf[i] = NULL, g->cap[i] = 0;
+    int rc = mode_cuda_malloc(&g->buf[i], n ? n : 1, err);
+    if (!rc) g->cap[i] = n;
+    return rc;
+}
+
+static int put(struct mode_rtlayer *g, int i, const void *src, size_t n, struct mode_err *err)
+{
+    int rc = reserve(g, i, n, err);
+    return rc ? rc : mode_cuda_upload(g->buf[i], src, n, err);
+}
+
+int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, const struct mode_rtlayer_w *w, const struct mode_rtlayer_rows *r,
+                     struct mode_err *err)
+{
+    const size_t n = (size_t)r->n, D = (size_t)t->n_embd, hd = (size_t)t->head_dim, qd = (size_t)t->n_head * hd,
+                 kvd = (size_t)t->n_head_kv * hd, E = (size_t)t->n_expert, K = (size_t)t->n_expert_used, I = (size_t)t->n_ff_exp;
+    const size_t ne = 2 * I * D, nd = I * D;
+    if (n == 0) return MODE_OK;
+    int rc;
+    if ((rc = put(g, B_WQ, w->wq, qd * D * 4, err)) || (rc = put(g, B_WK, w->wk, kvd * D * 4, err)) || (rc = put(g, B_WV, w->wv, kvd * D * 4, err)) ||
+        (rc = put(g, B_WO, w->wo, D * qd * 4, err)) || (rc = put(g, B_AN, w->an, D * 4, err)) || (rc = put(g, B_QN, w->qn, hd * 4, err)) ||
+        (rc = put(g, B_KN, w->kn, hd * 4, err)) || (rc = put(g, B_FN, w->fn, D * 4, err)) || (rc = put(g, B_ROUTER, w->router, E * D * 4, err)) ||
+        (rc = reserve(g, B_GU, E * ne * 4, err)) || (rc = reserve(g, B_DN, E * nd * 4, err)))
+        return rc;
+    if (g->host_cap < ne) {
+        free(g->gu), free(g->dn);
+        g->gu = malloc(sizeof *g->gu * ne), g->dn = malloc(sizeof *g->dn * nd);
+        g->host_cap = g->gu && g->dn ? ne : 0;
+        if (!g->host_cap) return mode_err_oom(err, (ne + nd) * 4, "expert weights");
+    }
+    bool linear = false;
+    for (size_t e = 0; e < E; e++) { /* one expert at a time through host memory */
+        bool gt = false, dt = false;
+        if ((rc = w->expert(w->ctx, (int)e, g->gu, &gt, g->dn, &dt, err))) return rc;
+        if (gt != dt || (e > 0 && gt != linear))
+            return mode_err_set(err, MODE_EINTERNAL, "resident layer: expert %zu's projections are stored in different orientations", e);
+        linear = gt;
+        if ((rc = mode_cuda_upload((char *)g->buf[B_GU] + e * ne * 4, g->gu, ne * 4, err)) ||
+            (rc = mode_cuda_upload((char *)g->buf[B_DN] + e * nd * 4, g->dn, nd * 4, err)))
+            return rc;
+    }
+    struct mode_text_layer_cuda L = {t->n_embd, t->n_head, t->n_head_kv, t->head_dim, t->n_expert, t->n_expert_used, t->n_ff_exp,
+                                     (float)t->rms_eps, t->norm_topk_prob, true, g->buf[B_WQ], g->buf[B_WK], g->buf[B_WV], g->buf[B_WO],
+                                     g->buf[B_AN], g->buf[B_QN], g->buf[B_KN], g->buf[B_FN], g->buf[B_ROUTER], {0, 0, 0, NULL, NULL}, NULL,
+                                     g->buf[B_GU], g->buf[B_DN], linear};
+    const size_t wb = mode_text_layer_work_bytes(&L, r->n);
+    if (!wb) return mode_err_set(err, MODE_EINTERNAL, "resident layer: the layer's shape is not one the kernels take");
+    if ((rc = reserve(g, B_WORK, wb, err)) || (rc = put(g, B_H, r->h, n * D * 4, err)) || (rc = put(g, B_ANG, r->ang, n * hd / 2 * 4, err)) ||
+        (rc = reserve(g, B_CS, n * 4, err)) || (rc = reserve(g, B_LOGITS, n * E * 4, err)) || (rc = reserve(g, B_W, n * K * 4, err)) ||
+        (rc = reserve(g, B_IDX, n * K * 4, err)) || (r->sel && (rc = put(g, B_SEL, r->sel, n, err))))
+        return rc;
+    const struct mode_text_rows_cuda rows = {r->n, r->n_seg, r->seg, g->buf[B_ANG], r->sel ? g->buf[B_SEL] : NULL, r->sel ? g->buf[B_CS] : NULL,
+                                             g->buf[B_LOGITS]};
+    if ((rc = mode_text_layer_cuda(&L, &rows, g->buf[B_H], g->buf[B_IDX], g->buf[B_W], g->buf[B_WORK], NULL, NULL, err)) ||
+        (rc = mode_cuda_download(r->logits, g->buf[B_LOGITS], n * E * 4, err)) || (rc = mode_cuda_download(r->idx, g->buf[B_IDX], n * K * 4, err)) ||
+        (rc = mode_cuda_download(r->w, g->buf[B_W], n * K * 4, err)) || (r->sel && (rc = mode_cuda_download(r->colsum, g->buf[B_CS], n * 4, err))) ||
+        (rc = mode_cuda_download(r->h, g->buf[B_H], n * D * 4, err))) /* h last: on an earlier failure it is as it was */
+        return rc;
+    return MODE_OK;
+}

@@ -1,0 +1,50 @@
+/* rtlayer.h — the runtime's text decoder layers resident on the GPU (mode_rt_device CUDA): a MoE
+ * layer of a full-precision checkpoint runs whole on the device (kernels/layer.cu in f32: the CPU
+ * runtime's arithmetic, sums in another order) instead of on the CPU with its large products
+ * offloaded. The runtime keeps the hidden states and the hooks; this moves one layer's weights
+ * (f32, experts one at a time through the caller's callback) and the batch's rows to the device,
+ * runs the layer, and brings back the updated hidden states, the router's logits and choices,
+ * and the attention column sums of the selected rows. Device buffers are kept and grown between
+ * layers.
+ *
+ * Errors: MODE_EUNAVAILABLE (no GPU, device memory: the runtime then runs the layer on the CPU),
+ * MODE_EDATA (an expert index out of range), what the expert callback returns. */
+#ifndef MODE_RTLAYER_H
+#define MODE_RTLAYER_H
+
+#include "config.h"
+#include "mode.h"
+
+#include <stdbool.h>
+
+struct mode_rtlayer;
+
+/* One layer's weights, f32 host arrays in nn.Linear orientation (the runtime's text_layer), and
+ * its experts: expert(ctx, e, gu, &gu_trans, dn, &dn_trans) fills expert e's gate_up (2i·d) and
+ * down (d·i) as the runtime's expert_f32 does (trans: nn.Linear orientation, else the hub's). */
+struct mode_rtlayer_w {
+    const float *an, *fn, *wq, *wk, *wv, *wo, *qn, *kn, *router;
+    int (*expert)(void *ctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err);
+    void *ctx;
+};
+
+/* The batch's rows: n of them in n_seg sequences [seg[s], seg[s + 1]), their rope angles
+ * (n, head_dim/2), the query rows whose attention probabilities are summed (sel: n bytes, or
+ * NULL). Outputs: h (n, d) updated in place, logits (n, n_expert), idx and w (n, k), colsum (n:
+ * the raw sums over heads and selected rows, mode_attention_cuda's; unused without sel). */
+struct mode_rtlayer_rows {
+    int64_t n;
+    int n_seg;
+    const int64_t *seg;
+    const float *ang;
+    const uint8_t *sel;
+    float *h, *logits, *w, *colsum;
+    int32_t *idx;
+};
+
+int mode_rtlayer_init(struct mode_rtlayer **g, struct mode_err *err);
+void mode_rtlayer_free(struct mode_rtlayer *g);
+int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, const struct mode_rtlayer_w *w, const struct mode_rtlayer_rows *r,
+                     struct mode_err *err);
+
+#endif
