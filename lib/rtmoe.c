@@ -191,6 +191,13 @@ static int grow(void **p, size_t *cap, size_t want, struct mode_err *err)
     return rc;
 }
 
+/* MODE_QMOE_PREFILL=v1: the prefill kernel of qgemm.cu instead of v0 (dequantise, cuBLAS) */
+static bool prefill_v1(void)
+{
+    const char *v = getenv("MODE_QMOE_PREFILL");
+    return v && !strcmp(v, "v1");
+}
+
 int mode_rtmoe_layer(struct mode_rtmoe *g, int layer, int64_t N, const float *x, const int32_t *experts, const float *weights, float *out,
                      bool *handled, struct mode_err *err)
 {
@@ -230,6 +237,14 @@ int mode_rtmoe_layer(struct mode_rtmoe *g, int layer, int64_t N, const float *x,
             (!g->act && (rc = mode_cuda_malloc(&g->act, sizeof(float) * (size_t)MODE_BENCH_DECODE_MAX * K * I, err))))
             return rc;
         rc = mode_qmoe_decode_cuda(&d->L, T, K, g->x, g->ex, g->w, g->act, g->out, NULL, err);
+    } else if (prefill_v1()) { /* the packed words straight into tensor-core GEMMs (qgemm.cu) */
+        if ((rc = grow(&g->work, &g->cap_work, mode_qmoe_prefill_work_bytes(&d->L, T, K), err)) ||
+            (rc = mode_moe_route_sort(experts, T, K, E, g->h_order, g->h_slot, g->h_start, err)) ||
+            (rc = mode_cuda_upload(g->order, g->h_order, sizeof(int32_t) * rows * K, err)) ||
+            (rc = mode_cuda_upload(g->slot, g->h_slot, sizeof(int32_t) * rows * K, err)))
+            return rc;
+        const struct mode_moe_route r = {T, K, g->order, g->slot, g->w, g->h_start};
+        rc = mode_qmoe_prefill_cuda(&d->L, &r, g->x, g->work, g->out, NULL, err);
     } else {
         struct mode_moe_dense shape = {E, (int)D, (int)I, NULL, NULL};
         if (!g->gu && (rc = mode_cuda_malloc(&g->gu, 2 * (size_t)E * D * 2 * I, err))) return rc;

@@ -4,7 +4,9 @@
  * 16-bit experts as bf16 pairs; v1 zero points rewritten as v2) and kept on the device. A call
  * runs the layer's experts for the rows given: decode (kernels/qmoe.cu, f32) up to
  * MODE_BENCH_DECODE_MAX rows, prefill beyond (kernels/moe.cu: dequantised to bf16, grouped cuBLAS
- * GEMMs, bf16 activations). The router stays on the CPU.
+ * GEMMs, bf16 activations; with MODE_QMOE_PREFILL=v1 in the environment kernels/qgemm.cu's
+ * tensor-core GEMMs on the packed words instead, until measurements choose). The router stays on
+ * the CPU.
  *
  * A layer the kernels cannot take — not packed, act order (g_idx not in group order), widths or
  * groups differing between an expert's projections or between experts — is not handled (*handled

@@ -54,6 +54,8 @@ for d in cpu cuda; do # the CPU-packed checkpoint evaluated on each device, and 
     mode-eval --device $d -m $W/cpu -o $W/eval-$d.json $W/eval.ms 2>>"$L" &&
         printf 'eval of the cpu pack on %s: %s\n' "$d" "$(tr -d ' \n' <$W/eval-$d.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
 done
+MODE_QMOE_PREFILL=v1 mode-eval --device cuda -m $W/cpu -o $W/eval-v1.json $W/eval.ms 2>>"$L" &&
+    printf 'eval of the cpu pack on cuda, prefill v1: %s\n' "$(tr -d ' \n' <$W/eval-v1.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
 mode-eval --device cpu -m $W/cuda -o $W/eval-cudapack.json $W/eval.ms 2>>"$L" &&
     printf 'eval of the cuda pack on cpu: %s\n' "$(tr -d ' \n' <$W/eval-cudapack.json | grep -o '"metrics":{"text":{[^}]*},"answer":{[^}]*}')" >>"$summary"
 # route-trace with every product on the GPU against the CPU: the frequency tables
