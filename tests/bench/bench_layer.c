@@ -296,23 +296,30 @@ int main(int argc, char **argv)
     }
     /* the tools compute in f32 (the CPU path's arithmetic): the f32 times */
     const double layer_s = med[1][4] / 1e3, moe_s = med[1][3] / 1e3;
-    const double trace = N_LAYER * layer_s;
-    const double sens_layer = N_LAYER * (layer_s + N_BITS * moe_s);
-    const double sens_kl = (double)E * N_BITS * (N_LAYER * (N_LAYER + 1) / 2.0) * layer_s;
-    const double pack = gptq_ms > 0 ? N_LAYER * (layer_s + (hess_ms > 0 ? hess_ms / 1e3 : 0) + gptq_ms / 1e3) : -1;
-    const double eval = N_LAYER * layer_s;
-    printf("  %-58s %10.1f\n", "mode-route-trace: 48 layer passes", trace);
+    /* the vision tower (27 blocks of width 1152, MLP 4304; one image of 1024 patches a sample:
+     * 2·(4·1152² + 2·1152·4304) flops per patch and block, attention within each image) at the
+     * f32 layer's measured rate: an estimate from flops, not a measurement */
+    const double patches = 1024.0 * NSEQ, vflop = 27 * (patches * 2 * (4.0 * 1152 * 1152 + 2.0 * 1152 * 4304) + NSEQ * 4.0 * 1024 * 1024 * 1152);
+    const double vision_s = vflop / (fl[4] / layer_s);
+    const double trace = N_LAYER * layer_s + vision_s;
+    const double sens_layer = N_LAYER * (layer_s + N_BITS * moe_s) + vision_s;
+    const double sens_kl = (double)E * N_BITS * (N_LAYER * (N_LAYER + 1) / 2.0) * layer_s + vision_s;
+    const double pack = gptq_ms > 0 ? N_LAYER * (layer_s + (hess_ms > 0 ? hess_ms / 1e3 : 0) + gptq_ms / 1e3) + vision_s : -1;
+    const double eval = N_LAYER * layer_s + vision_s;
+    printf("  %-58s %10.1f\n", "vision tower per stage, at the f32 layer's rate (*)", vision_s);
+    printf("  %-58s %10.1f\n", "mode-route-trace: 48 layer passes + vision", trace);
     printf("  %-58s %10.1f\n", "mode-sensitivity --metric layer: 48 x (pass + 3 x experts)", sens_layer);
     printf("  %-58s %10.0f\n", "mode-sensitivity --metric kl: 128 x 3 x 1176 layer passes", sens_kl);
     if (pack > 0) printf("  %-58s %10.1f\n", "mode-pack: 48 x (pass + Hessians + GPTQ of 128 experts)", pack);
     else printf("  %-58s %10s\n", "mode-pack: needs bench_gptq's times (arguments 2, 3)", "-");
-    printf("  %-58s %10.1f\n", "mode-eval: 48 layer passes", eval);
+    printf("  %-58s %10.1f\n", "mode-eval: 48 layer passes + vision", eval);
     if (pack > 0) {
         const double total = trace + sens_layer + pack + eval;
         printf("  %-58s %10.1f  (%.1f min; goal 30)\n", "total with --metric layer", total, total / 60);
         printf("  %-58s %10.0f  (%.1f h)\n", "total with --metric kl", trace + sens_kl + pack + eval, (trace + sens_kl + pack + eval) / 3600);
     }
-    printf("  Not counted: the vision tower, the checkpoint's ~61 GB read and upload per stage (disk-bound: ~30 s each at 2 GB/s),\n"
+    printf("  (*) its flops (1024 patches a sample) at that rate: the tower runs on the CPU with its products offloaded, slower.\n");
+    printf("  Not counted: the checkpoint's ~61 GB read and upload per stage (disk-bound: ~30 s each at 2 GB/s),\n"
            "  mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds: bench_ilp), the lm_head; experts quantized per width\n"
            "  (RTN) inside the sensitivity sweep counted as one expert pass each.\n");
     return 0;
