@@ -213,3 +213,53 @@ extern "C" int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const 
     free(h_idx), free(h_start);
     return rc;
 }
+
+/* ---- the vision block ------------------------------------------------------------------------ */
+
+/* work: hn (p, e), qkv (p, 3e), att (p, e), mlp (p, n_ff), f32 */
+static bool vision_shape_ok(const struct mode_vision_block_cuda *B, int64_t p)
+{
+    return B && B->e > 0 && B->n_head > 0 && B->e % B->n_head == 0 && (B->e / B->n_head) % 2 == 0 && B->n_ff > 0 && p >= 0;
+}
+
+static bool vision_ok(const struct mode_vision_block_cuda *B, int64_t p)
+{
+    return vision_shape_ok(B, p) && B->n1w && B->n1b && B->qkv && B->qkvb && B->proj && B->projb && B->n2w && B->n2b && B->fc1 && B->fc1b &&
+           B->fc2 && B->fc2b;
+}
+
+/* the dimensions only: the weights may be absent */
+extern "C" size_t mode_vision_block_work_bytes(const struct mode_vision_block_cuda *B, int64_t p)
+{
+    if (!vision_shape_ok(B, p)) return 0;
+    const size_t P = (size_t)p, E = (size_t)B->e;
+    return up256(P * E * 4) * 2 + up256(P * 3 * E * 4) + up256(P * (size_t)B->n_ff * 4);
+}
+
+extern "C" int mode_vision_block_cuda(const struct mode_vision_block_cuda *B, int64_t p, const int64_t *seg, int n_seg, const float *d_ang,
+                                      float *d_x, void *d_work, void *stream, struct mode_err *err)
+{
+    if (!vision_ok(B, p) || !d_ang || !d_x || !d_work || n_seg < 0 || (n_seg > 0 && !seg))
+        return mode_err_set(err, MODE_EUSAGE, "mode_vision_block_cuda: bad block shape, weight or buffer");
+    if (p == 0) return MODE_OK;
+    cudaStream_t s = (cudaStream_t)stream;
+    const int64_t E = B->e, F = B->n_ff, hd = E / B->n_head;
+    const size_t P = (size_t)p;
+    char *w = (char *)d_work;
+    float *hn = (float *)w, *att = (float *)(w + up256(P * E * 4)), *qkv = (float *)(w + 2 * up256(P * E * 4)),
+          *mlp = (float *)(w + 2 * up256(P * E * 4) + up256(P * 3 * E * 4));
+    const struct mode_attn_shape as = {B->n_head, B->n_head, (int)hd, 3 * E, 3 * E, 3 * E, E, false, 1.0f / sqrtf((float)hd)};
+    int rc;
+    if ((rc = mode_layernorm_cuda(d_x, B->n1w, B->n1b, B->eps, p, E, hn, s, err)) ||
+        (rc = mode_gemm_cuda(p, 3 * E, E, hn, E, B->qkv, E, true, 0.0f, qkv, 3 * E, s, err)) ||
+        (rc = mode_add_bias_cuda(qkv, B->qkvb, p, 3 * E, s, err)) || (rc = mode_rope_cuda(qkv, p, 3 * E, B->n_head, (int)hd, d_ang, s, err)) ||
+        (rc = mode_rope_cuda(qkv + E, p, 3 * E, B->n_head, (int)hd, d_ang, s, err)) ||
+        (rc = mode_attention_cuda(&as, qkv, qkv + E, qkv + 2 * E, seg, n_seg, NULL, NULL, att, s, err)) ||
+        (rc = mode_gemm_cuda(p, E, E, att, E, B->proj, E, true, 0.0f, hn, E, s, err)) || (rc = mode_add_bias_cuda(hn, B->projb, p, E, s, err)) ||
+        (rc = mode_add_cuda(d_x, hn, p * E, s, err)) || (rc = mode_layernorm_cuda(d_x, B->n2w, B->n2b, B->eps, p, E, hn, s, err)) ||
+        (rc = mode_gemm_cuda(p, F, E, hn, E, B->fc1, E, true, 0.0f, mlp, F, s, err)) || (rc = mode_add_bias_cuda(mlp, B->fc1b, p, F, s, err)) ||
+        (rc = mode_gelu_cuda(mlp, p * F, true, s, err)) || (rc = mode_gemm_cuda(p, E, F, mlp, F, B->fc2, F, true, 0.0f, hn, E, s, err)) ||
+        (rc = mode_add_bias_cuda(hn, B->fc2b, p, E, s, err)) || (rc = mode_add_cuda(d_x, hn, p * E, s, err)))
+        return rc;
+    return MODE_OK;
+}

@@ -287,6 +287,24 @@ size_t mode_text_layer_work_bytes(const struct mode_text_layer_cuda *L, int64_t 
 int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *d_h, int32_t *d_idx, float *d_w,
                          void *d_work, struct mode_text_layer_times *times, void *stream, struct mode_err *err);
 
+/* ---- a vision block resident on the GPU (layer.cu; reference mode_vision_block_ref,
+ * lib/layer.h) ----
+ * Qwen3-VL's vision transformer block in f32 on p patch rows: x += proj(attention(rope(qkv(
+ * LayerNorm1(x))))) within each frame [seg[f], seg[f+1]) (host offsets, non-causal), then
+ * x += fc2(GELU-tanh(fc1(LayerNorm2(x)))); SGEMM without TF32, the CPU runtime's arithmetic.
+ * Weights f32 device arrays, nn.Linear orientation: qkv (3e, e), proj (e, e), fc1 (n_ff, e),
+ * fc2 (e, n_ff), with their biases; d_ang (p, head_dim/2) the 2-D rotary angles. Capturable
+ * (no host sync). */
+struct mode_vision_block_cuda {
+    int e, n_head, n_ff;
+    float eps;
+    const float *n1w, *n1b, *qkv, *qkvb, *proj, *projb, *n2w, *n2b, *fc1, *fc1b, *fc2, *fc2b;
+};
+/* from the dimensions alone (the weights may be NULL); 0 for a shape the kernels do not take */
+size_t mode_vision_block_work_bytes(const struct mode_vision_block_cuda *B, int64_t p);
+int mode_vision_block_cuda(const struct mode_vision_block_cuda *B, int64_t p, const int64_t *seg, int n_seg, const float *d_ang, float *d_x,
+                           void *d_work, void *stream, struct mode_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,3 +211,14 @@ int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const struct mode
     (void)L, (void)rows, (void)d_h, (void)d_idx, (void)d_w, (void)d_work, (void)times, (void)stream;
     return UNAVAILABLE(err);
 }
+size_t mode_vision_block_work_bytes(const struct mode_vision_block_cuda *B, int64_t p)
+{
+    (void)B, (void)p;
+    return 0;
+}
+int mode_vision_block_cuda(const struct mode_vision_block_cuda *B, int64_t p, const int64_t *seg, int n_seg, const float *d_ang, float *d_x,
+                           void *d_work, void *stream, struct mode_err *err)
+{
+    (void)B, (void)p, (void)seg, (void)n_seg, (void)d_ang, (void)d_x, (void)d_work, (void)stream;
+    return UNAVAILABLE(err);
+}

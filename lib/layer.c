@@ -118,3 +118,36 @@ out:
     free(cq), free(ck), free(cv), free(co), free(xn), free(xb), free(q), free(k), free(v), free(o), free(logits), free(mout);
     return rc;
 }
+
+int mode_vision_block_ref(const struct mode_vision_block_cuda *B, int64_t p, const int64_t *seg, int n_seg, const float *ang, float *x, int64_t block,
+                          float *work, struct mode_err *err)
+{
+    const int64_t E = B->e, F = B->n_ff, H = B->n_head, hd = E / H;
+    if (p == 0) return MODE_OK;
+    float *own = NULL;
+    if (!work && !(work = own = malloc(sizeof *work * (size_t)(p * (5 * E + F)))))
+        return mode_err_oom(err, sizeof *work * (size_t)(p * (5 * E + F)), "vision activations");
+    float *hn = work, *qkv = hn + p * E, *att = qkv + p * 3 * E, *mlp = att + p * E;
+    const struct mode_attn_shape as = {(int)H, (int)H, (int)hd, 3 * E, 3 * E, 3 * E, E, false, 1.0f / sqrtf((float)hd)};
+    mode_layernorm_ref(x, B->n1w, B->n1b, B->eps, p, E, hn);
+    mode_gemm(p, 3 * E, E, hn, E, B->qkv, E, true, 0.0f, qkv, 3 * E);
+    mode_add_bias_ref(qkv, B->qkvb, p, 3 * E);
+    mode_rope_ref(qkv, p, 3 * E, (int)H, (int)hd, ang);     /* q */
+    mode_rope_ref(qkv + E, p, 3 * E, (int)H, (int)hd, ang); /* k */
+    int rc = mode_attention_ref_block(&as, qkv, qkv + E, qkv + 2 * E, seg, n_seg, NULL, NULL, att, block, err);
+    if (!rc) {
+        /* x += proj(att); x += fc2(gelu(fc1(norm2(x)))) */
+        mode_gemm(p, E, E, att, E, B->proj, E, true, 0.0f, hn, E);
+        mode_add_bias_ref(hn, B->projb, p, E);
+        for (int64_t z = 0; z < p * E; z++) x[z] += hn[z];
+        mode_layernorm_ref(x, B->n2w, B->n2b, B->eps, p, E, hn);
+        mode_gemm(p, F, E, hn, E, B->fc1, E, true, 0.0f, mlp, F);
+        mode_add_bias_ref(mlp, B->fc1b, p, F);
+        mode_gelu_tanh_ref(mlp, p * F);
+        mode_gemm(p, E, F, mlp, F, B->fc2, F, true, 0.0f, hn, E);
+        mode_add_bias_ref(hn, B->fc2b, p, E);
+        for (int64_t z = 0; z < p * E; z++) x[z] += hn[z];
+    }
+    free(own);
+    return rc;
+}

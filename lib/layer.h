@@ -19,4 +19,10 @@
 int mode_text_layer_ref(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *h, int32_t *idx, float *w,
                         struct mode_err *err);
 
+/* The vision block (mode_vision_block_cuda) on host arrays: exactly the CPU runtime's block (its
+ * vision tower runs this), the attention in query blocks of `block` rows
+ * (mode_attention_ref_block). work: p·(5·e + n_ff) floats of scratch, or NULL (allocated). */
+int mode_vision_block_ref(const struct mode_vision_block_cuda *B, int64_t p, const int64_t *seg, int n_seg, const float *ang, float *x, int64_t block,
+                          float *work, struct mode_err *err);
+
 #endif

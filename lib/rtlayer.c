@@ -6,13 +6,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { B_WQ, B_WK, B_WV, B_WO, B_AN, B_QN, B_KN, B_FN, B_ROUTER, B_GU, B_DN, B_WORK, B_H, B_ANG, B_SEL, B_CS, B_LOGITS, B_W, B_IDX, N_BUF };
+enum { B_WQ, B_WK, B_WV, B_WO, B_AN, B_QN, B_KN, B_FN, B_ROUTER, B_GU, B_DN, B_WORK, B_H, B_ANG, B_SEL, B_CS, B_LOGITS, B_W, B_IDX,
+       V_W0, V_W11 = V_W0 + 11, V_X, V_ANG, V_WORK, N_BUF };
 
 struct mode_rtlayer {
     void *buf[N_BUF];
     size_t cap[N_BUF];
     float *gu, *dn; /* one expert on the host */
     size_t host_cap;
+    int64_t vp;     /* the vision tower's patch rows, width and MLP width (vision_begin) */
+    int ve, vff;
 };
 
 int mode_rtlayer_init(struct mode_rtlayer **g, struct mode_err *err)
@@ -97,4 +100,50 @@ int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, c
         (rc = mode_cuda_download(r->h, g->buf[B_H], n * D * 4, err))) /* h last: on an earlier failure it is as it was */
         return rc;
     return MODE_OK;
+}
+
+/* the 12 tensors of a vision block: their sizes in floats, in mode_vision_block_cuda's order */
+static void vision_sizes(int64_t e, int64_t f, size_t *n)
+{
+    const size_t E = (size_t)e, F = (size_t)f;
+    const size_t sz[12] = {E, E, 3 * E * E, 3 * E, E * E, E, E, E, F * E, F, E * F, E};
+    memcpy(n, sz, sizeof sz);
+}
+
+int mode_rtlayer_vision_begin(struct mode_rtlayer *g, const float *x, const float *ang, int64_t p, int e, int head_dim, int n_ff,
+                              struct mode_err *err)
+{
+    size_t n[12];
+    vision_sizes(e, n_ff, n);
+    int rc = MODE_OK;
+    for (int i = 0; i < 12 && !rc; i++) rc = reserve(g, V_W0 + i, n[i] * 4, err);
+    const struct mode_vision_block_cuda shape = {e, e / head_dim, n_ff, 1e-6f, .n1w = NULL};
+    const size_t wb = mode_vision_block_work_bytes(&shape, p);
+    if (!rc && !wb) rc = mode_err_set(err, MODE_EINTERNAL, "resident vision: a block shape the kernels do not take");
+    if (!rc) rc = reserve(g, V_WORK, wb, err);
+    if (!rc) rc = put(g, V_X, x, (size_t)p * (size_t)e * 4, err);
+    if (!rc) rc = put(g, V_ANG, ang, (size_t)p * (size_t)(head_dim / 2) * 4, err);
+    if (!rc) g->vp = p, g->ve = e, g->vff = n_ff;
+    return rc;
+}
+
+int mode_rtlayer_vision_block(struct mode_rtlayer *g, const struct mode_vision_block_cuda *host, const int64_t *seg, int n_seg, struct mode_err *err)
+{
+    if (host->e != g->ve || host->n_ff != g->vff) return mode_err_set(err, MODE_EINTERNAL, "resident vision: a block of another shape");
+    size_t n[12];
+    vision_sizes(host->e, host->n_ff, n);
+    const float *src[12] = {host->n1w, host->n1b, host->qkv, host->qkvb, host->proj, host->projb,
+                            host->n2w, host->n2b, host->fc1, host->fc1b, host->fc2, host->fc2b};
+    int rc = MODE_OK;
+    for (int i = 0; i < 12 && !rc; i++) rc = mode_cuda_upload(g->buf[V_W0 + i], src[i], n[i] * 4, err);
+    if (rc) return rc;
+    float *const *d = (float *const *)&g->buf[V_W0];
+    const struct mode_vision_block_cuda B = {host->e, host->n_head, host->n_ff, host->eps, d[0], d[1], d[2], d[3], d[4], d[5],
+                                             d[6], d[7], d[8], d[9], d[10], d[11]};
+    return mode_vision_block_cuda(&B, g->vp, seg, n_seg, g->buf[V_ANG], g->buf[V_X], g->buf[V_WORK], NULL, err);
+}
+
+int mode_rtlayer_vision_get(struct mode_rtlayer *g, float *x, struct mode_err *err)
+{
+    return mode_cuda_download(x, g->buf[V_X], (size_t)g->vp * (size_t)g->ve * 4, err);
 }

@@ -1,4 +1,5 @@
-/* rtlayer.h — the runtime's text decoder layers resident on the GPU (mode_rt_device CUDA): a MoE
+/* rtlayer.h — the runtime's text decoder layers and vision blocks resident on the GPU
+ * (mode_rt_device CUDA; the vision part at the end): a MoE
  * layer of a full-precision checkpoint runs whole on the device (kernels/layer.cu in f32: the CPU
  * runtime's arithmetic, sums in another order) instead of on the CPU with its large products
  * offloaded. The runtime keeps the hidden states and the hooks; this moves one layer's weights
@@ -46,5 +47,16 @@ int mode_rtlayer_init(struct mode_rtlayer **g, struct mode_err *err);
 void mode_rtlayer_free(struct mode_rtlayer *g);
 int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, const struct mode_rtlayer_w *w, const struct mode_rtlayer_rows *r,
                      struct mode_err *err);
+
+/* The vision tower's blocks on the GPU: begin uploads the patch rows x (p, e) and their rotary
+ * angles (p, head_dim/2) and reserves every buffer the blocks need (MODE_EUNAVAILABLE there:
+ * nothing is on the device, the caller runs the blocks on the CPU); each block call uploads
+ * one block's f32 weights (struct mode_vision_block_cuda holds host arrays) and runs it over the
+ * frames [seg[f], seg[f+1]); get copies x back. */
+struct mode_vision_block_cuda;
+int mode_rtlayer_vision_begin(struct mode_rtlayer *g, const float *x, const float *ang, int64_t p, int e, int head_dim, int n_ff,
+                              struct mode_err *err);
+int mode_rtlayer_vision_block(struct mode_rtlayer *g, const struct mode_vision_block_cuda *host, const int64_t *seg, int n_seg, struct mode_err *err);
+int mode_rtlayer_vision_get(struct mode_rtlayer *g, float *x, struct mode_err *err);
 
 #endif

@@ -5,6 +5,7 @@
 #include "ops.h"
 #include "rtmoe.h"
 #include "rtlayer.h"
+#include "layer.h"
 
 #include <limits.h>
 #include <math.h>
@@ -329,10 +330,8 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     if (P == 0) return MODE_OK;
     int rc = MODE_OK;
     float *x = xcalloc((size_t)(P * E), sizeof *x, err, "vision activations");
-    float *hn = xcalloc((size_t)(P * E), sizeof *hn, err, "vision activations");
-    float *qkv = xcalloc((size_t)(P * 3 * E), sizeof *qkv, err, "vision activations");
-    float *att = xcalloc((size_t)(P * E), sizeof *att, err, "vision activations");
-    float *mlp = xcalloc((size_t)(P * v->n_ff), sizeof *mlp, err, "vision activations");
+    /* the blocks' scratch (mode_vision_block_ref) */
+    float *vw = xcalloc((size_t)(P * (5 * E + v->n_ff)), sizeof *vw, err, "vision activations");
     float *ang = xcalloc((size_t)(P * hd / 2), sizeof *ang, err, "vision rotary");
     float *ds = xcalloc((size_t)(v->n_deepstack * (P / m2) * D + 1), sizeof *ds, err, "deepstack");
     float *embeds = xcalloc((size_t)((P / m2) * D), sizeof *embeds, err, "image embeddings");
@@ -341,7 +340,7 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     for (int i = 0; i < b->n_image; i++) n_frame += b->image[i].data.grid[0];
     int64_t *seg = n_frame < INT_MAX ? xcalloc((size_t)n_frame + 1, sizeof *seg, err, "vision attention") : NULL;
     if (!seg && !err->code) mode_err_set(err, MODE_EDATA, "%lld image frames in one batch: at most %d", (long long)n_frame, INT_MAX - 1);
-    if (!seg || !x || !hn || !qkv || !att || !mlp || !ang || !ds || !embeds || !pw || !pb || !table) {
+    if (!seg || !x || !vw || !ang || !ds || !embeds || !pw || !pb || !table) {
         rc = err->code ? err->code : MODE_EUNAVAILABLE;
         goto out;
     }
@@ -381,33 +380,32 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     free(pw), free(pb), free(table);
     pw = pb = table = NULL;
     if (rc) goto out;
-    /* attention inside each frame of each image: q, k and v side by side in the rows of qkv */
-    const struct mode_attn_shape as = {H, H, hd, 3 * E, 3 * E, 3 * E, E, false, 1.0f / sqrtf((float)hd)};
+    /* attention inside each frame of each image */
     const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK; /* as in the decoder */
     for (int64_t i = 0, f = 0; i < b->n_image; i++)
         for (int64_t j = 0; j < b->image[i].data.grid[0]; j++, f++) seg[f + 1] = seg[f] + b->image[i].data.grid[1] * b->image[i].data.grid[2];
+    /* the blocks resident on the GPU when there is one (x stays there between blocks) */
+    bool on_gpu = false;
+    if (rt->resident) {
+        int grc = mode_rtlayer_vision_begin(rt->resident, x, ang, P, E, hd, v->n_ff, err);
+        if (grc == MODE_OK) on_gpu = true;
+        else if (grc != MODE_EUNAVAILABLE) {
+            rc = grc;
+            goto out;
+        }
+    }
     for (int blk = 0; blk < v->depth && !rc; blk++) {
         struct vis_block w;
         if ((rc = vis_block_load(&m->vblocks[blk], &w, err))) break;
-        mode_layernorm_ref(x, w.n1w, w.n1b, 1e-6f, P, E, hn);
-        mode_gemm(P, 3 * E, E, hn, E, w.qkv, E, true, 0.0f, qkv, 3 * E);
-        mode_add_bias_ref(qkv, w.qkvb, P, 3 * E);
-        mode_rope_ref(qkv, P, 3 * E, H, hd, ang);     /* q */
-        mode_rope_ref(qkv + E, P, 3 * E, H, hd, ang); /* k */
-        rc = mode_attention_ref_block(&as, qkv, qkv + E, qkv + 2 * E, seg, (int)n_frame, NULL, NULL, att, qblk, err);
-        if (!rc) {
-            /* x += proj(att); x += fc2(gelu(fc1(norm2(x)))) */
-            mode_gemm(P, E, E, att, E, w.proj, E, true, 0.0f, hn, E);
-            mode_add_bias_ref(hn, w.projb, P, E);
-            for (int64_t z = 0; z < P * E; z++) x[z] += hn[z];
-            mode_layernorm_ref(x, w.n2w, w.n2b, 1e-6f, P, E, hn);
-            mode_gemm(P, v->n_ff, E, hn, E, w.fc1, E, true, 0.0f, mlp, v->n_ff);
-            mode_add_bias_ref(mlp, w.fc1b, P, v->n_ff);
-            mode_gelu_tanh_ref(mlp, P * v->n_ff);
-            mode_gemm(P, E, v->n_ff, mlp, v->n_ff, w.fc2, v->n_ff, true, 0.0f, hn, E);
-            mode_add_bias_ref(hn, w.fc2b, P, E);
-            for (int64_t z = 0; z < P * E; z++) x[z] += hn[z];
-        }
+        const struct mode_vision_block_cuda vb = {E, H, v->n_ff, 1e-6f, w.n1w, w.n1b, w.qkv, w.qkvb, w.proj, w.projb, w.n2w, w.n2b, w.fc1, w.fc1b,
+                                                  w.fc2, w.fc2b};
+        bool want_x = false; /* a deepstack merger reads this block's output */
+        for (int k = 0; k < v->n_deepstack; k++) want_x |= v->deepstack[k] == blk;
+        if (on_gpu) {
+            rc = mode_rtlayer_vision_block(rt->resident, &vb, seg, (int)n_frame, err);
+            if (!rc && (want_x || blk == v->depth - 1)) rc = mode_rtlayer_vision_get(rt->resident, x, err);
+        } else
+            rc = mode_vision_block_ref(&vb, P, seg, (int)n_frame, ang, x, qblk, vw, err);
         vis_block_free(&w);
         for (int k = 0; k < v->n_deepstack && !rc; k++)
             if (v->deepstack[k] == blk) rc = merger(&m->deepstack[k], true, x, P, E, m2, ds + (int64_t)k * (P / m2) * D, err);
@@ -433,7 +431,7 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
         free(used);
     }
 out:
-    free(x), free(hn), free(qkv), free(att), free(mlp), free(ang), free(ds), free(embeds), free(pw), free(pb), free(table);
+    free(x), free(vw), free(ang), free(ds), free(embeds), free(pw), free(pb), free(table);
     free(seg);
     return rc;
 }

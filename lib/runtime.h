@@ -128,6 +128,8 @@ void mode_rt_free(struct mode_rt *rt);
  * and the MoE layers of a full-precision checkpoint run whole on the GPU in f32 (rtlayer.h) when
  * no hook needs their insides (attn_out, expert and moe hooks keep a layer on the CPU; router,
  * attention-score and attention-weight hooks are served) and the layer has no attention bias;
+ * the vision tower's blocks too, whatever the checkpoint and the hooks (its patch embedding and
+ * mergers stay on the CPU);
  * MODE_RT_RESIDENT=0 in the environment turns the latter off. A resident layer the device has no
  * memory for runs on the CPU (counted in n_resident_fallback). MODE_DEVICE_CPU (the default)
  * everything on the CPU. MODE_EUNAVAILABLE without a GPU. */

@@ -318,7 +318,8 @@ int main(int argc, char **argv)
         printf("  %-58s %10.1f  (%.1f min; goal 30)\n", "total with --metric layer", total, total / 60);
         printf("  %-58s %10.0f  (%.1f h)\n", "total with --metric kl", trace + sens_kl + pack + eval, (trace + sens_kl + pack + eval) / 3600);
     }
-    printf("  (*) its flops (1024 patches a sample) at that rate: the tower runs on the CPU with its products offloaded, slower.\n");
+    printf("  (*) its flops (1024 patches a sample) at that rate: its blocks run resident in f32, its patch embedding and mergers\n"
+           "      on the CPU with their products offloaded.\n");
     printf("  Not counted: the checkpoint's ~61 GB read and upload per stage (disk-bound: ~30 s each at 2 GB/s),\n"
            "  mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds: bench_ilp), the lm_head; experts quantized per width\n"
            "  (RTN) inside the sensitivity sweep counted as one expert pass each.\n");

@@ -14,7 +14,9 @@
  * 1e-4; packed experts: ≤ 1e-2, the reference's experts taking unrounded inputs where the GPU
  * rounds them to bf16 (2⁻⁹ each, as test_moe's bf16 tolerance); f32 weights and experts (hub
  * and nn.Linear orientations): ≤ 1e-5, f32 sums in another order only. Column sums: relative L2 ≤ 1e-4
- * (f32 probabilities summed in another order, atomics). Outputs poisoned with NaN first.
+ * (f32 probabilities summed in another order, atomics). Outputs poisoned with NaN first. Then
+ * the vision block (mode_vision_block_cuda against mode_vision_block_ref, f32 both: the block's
+ * update within rel 1e-5) on three frames of 64, 1 and 100 patches.
  * Skipped without a GPU. */
 #include "../../kernels/mode_cuda.h"
 #include "../../lib/layer.h"
@@ -200,12 +202,60 @@ static void one(int mode)
     free(h_ref), free(w_ref), free(cs_ref), free(i_ref), free(h_gpu), free(w_gpu), free(cs_gpu), free(i_gpu), free(poison);
 }
 
+/* the vision block: f32 both sides, frames of 64, 1 and 100 patches (every row in a frame, as
+ * the runtime's are: the attention writes no other row) */
+static void vision(void)
+{
+    struct mode_err err = {0};
+    enum { VE = 96, VH = 4, VF = 192, VHD = VE / VH };
+    const int64_t seg[] = {0, 64, 65, 165};
+    const int n_seg = 3;
+    const int64_t p = seg[n_seg];
+    const size_t n[12] = {VE, VE, 3 * VE * VE, 3 * VE, VE * VE, VE, VE, VE, (size_t)VF * VE, VF, (size_t)VE * VF, VE};
+    float *hw[12], *dw[12] = {0};
+    for (int i = 0; i < 12; i++) {
+        const bool norm = i == 0 || i == 6;
+        hw[i] = f32_rand(n[i], norm ? 0.5f : -0.1f, norm ? 1.5f : 0.1f);
+        dw[i] = dup(hw[i], n[i] * 4, &err);
+    }
+    float *x = f32_rand((size_t)p * VE, -1, 1), *ang = malloc(sizeof *ang * (size_t)p * VHD / 2), *want = malloc(sizeof *want * (size_t)p * VE),
+          *got = malloc(sizeof *got * (size_t)p * VE);
+    for (int64_t r = 0; r < p; r++)
+        for (int j = 0; j < VHD / 2; j++) ang[r * VHD / 2 + j] = (float)(r % 11) * powf(10000.f, -2.f * (j % (VHD / 4)) / (VHD / 2));
+    memcpy(want, x, sizeof *want * (size_t)p * VE);
+    struct mode_vision_block_cuda H = {VE, VH, VF, 1e-6f, hw[0], hw[1], hw[2], hw[3], hw[4], hw[5], hw[6], hw[7], hw[8], hw[9], hw[10], hw[11]};
+    int rc = mode_vision_block_ref(&H, p, seg, n_seg, ang, want, 512, NULL, &err);
+    ok(!rc, "vision: reference %s", rc ? err.msg : "");
+    struct mode_vision_block_cuda G = {VE, VH, VF, 1e-6f, dw[0], dw[1], dw[2], dw[3], dw[4], dw[5], dw[6], dw[7], dw[8], dw[9], dw[10], dw[11]};
+    float *d_x = dup(x, sizeof *x * (size_t)p * VE, &err), *d_ang = dup(ang, sizeof *ang * (size_t)p * VHD / 2, &err);
+    void *work = NULL;
+    const size_t wb = mode_vision_block_work_bytes(&G, p);
+    rc = wb ? mode_cuda_malloc(&work, wb, &err) : mode_err_set(&err, MODE_EUSAGE, "no work size");
+    if (!rc) rc = mode_vision_block_cuda(&G, p, seg, n_seg, d_ang, d_x, work, NULL, &err);
+    if (!rc) rc = mode_cuda_download(got, d_x, sizeof *got * (size_t)p * VE, &err);
+    ok(!rc, "vision: mode_vision_block_cuda %s", rc ? err.msg : "");
+    if (!rc) {
+        /* the block's update, not the residual */
+        double num = 0, den = 0;
+        for (size_t z = 0; z < (size_t)p * VE; z++) {
+            const double dg = (double)got[z] - x[z], dr = (double)want[z] - x[z];
+            num += (dg - dr) * (dg - dr), den += dr * dr;
+        }
+        const double e = isnan(num) ? INFINITY : sqrt(num / den);
+        ok(e <= 1e-5, "vision: block update rel %.2g", e);
+    }
+    mode_cuda_free(work), mode_cuda_free(d_x), mode_cuda_free(d_ang);
+    for (int i = 0; i < 12; i++) free(hw[i]), mode_cuda_free(dw[i]);
+    free(x), free(ang), free(want), free(got);
+}
+
 int main(void)
 {
     struct mode_err err;
     if (!mode_cuda_built()) tap_skip_all("built without CUDA");
     if (mode_cuda_available(&err)) tap_skip_all(err.msg);
     for (int mode = 0; mode < 4; mode++) one(mode);
+    vision();
     /* argument checks */
     struct mode_text_layer_cuda bad = {D, NH, 3, HD, E, K, I, 1e-6f, true, .wq = NULL};
     ok(mode_text_layer_work_bytes(&bad, 10) == 0, "8 heads over 3 kv heads refused");
