@@ -10,6 +10,7 @@
  * per row (mode_moe_work_bytes): 13.6 GB for 65,536 rows. */
 #include "mode_cuda.h"
 #include "common.cuh"
+#include "moe.cuh"
 
 #include "../lib/moe.h"
 
@@ -95,17 +96,6 @@ __global__ void gather_f32_kernel(const float *__restrict__ x, const int32_t *__
     for (int c = threadIdx.x; c < D; c += blockDim.x) xs[(size_t)pos * D + c] = x[(size_t)t * D + c];
 }
 
-__global__ void combine_f32_kernel(const float *__restrict__ y, const int32_t *__restrict__ slot, const float *__restrict__ w, int k, int D,
-                                   float *__restrict__ out)
-{
-    const int t = blockIdx.x;
-    for (int c = threadIdx.x; c < D; c += blockDim.x) {
-        float acc = 0.f;
-        for (int j = 0; j < k; j++) acc += w[t * k + j] * y[(size_t)slot[t * k + j] * D + c];
-        out[(size_t)t * D + c] = acc;
-    }
-}
-
 /* the f32 experts: rows gathered by expert, per expert SGEMMs around SiLU·mul, the weighted
  * combine in slot order (deterministic), as the CPU runtime sums them up to the order of terms */
 static int experts_f32(const struct mode_text_layer_cuda *L, const struct mode_moe_route *r, const float *x, char *work, float *out,
@@ -126,7 +116,7 @@ static int experts_f32(const struct mode_text_layer_cuda *L, const struct mode_m
             (rc = mode_gemm_cuda(c, D, I, act + s0 * I, I, dn, L->linear32 ? I : D, L->linear32, 0.0f, y + s0 * D, D, s, err)))
             return rc;
     }
-    combine_f32_kernel<<<r->T, 256, 0, s>>>(y, r->slot, r->weights, r->k, D, out);
+    combine_kernel<<<r->T, 256, 0, s>>>(y, r->slot, r->weights, r->k, D, out);
     CUDA_CHECK_LAUNCH(err);
     return MODE_OK;
 }
