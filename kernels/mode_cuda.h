@@ -225,9 +225,10 @@ int mode_qmoe_prefill_cuda(const struct mode_qmoe_layer *L, const struct mode_mo
                            void *stream, struct mode_err *err);
 
 /* The decode kernel version mode_qmoe_decode_cuda runs (process-wide): 3 (the measured v3,
- * default) or 5 (pairs grouped by expert: an expert's words read once for all its tokens).
- * Returns the previous version, or -1 (unchanged) for an unknown one. For benchmarks and tests
- * comparing versions in one run. */
+ * default until v5 has been measured on a GPU) or 5 (pairs grouped by expert: an expert's words
+ * read once for all its tokens; a call it cannot take — shared memory over 160 KB, x, act or
+ * qweight not 16-byte aligned — runs v3). Returns the previous version, or -1 (unchanged) for an
+ * unknown one. For benchmarks and tests comparing versions in one run. */
 int mode_qmoe_decode_version(int v);
 
 /* ---- a text decoder layer resident on the GPU (layer.cu; reference mode_text_layer_ref,

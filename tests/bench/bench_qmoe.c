@@ -2,8 +2,11 @@
  * shape: 128 experts, top-8, hidden 2048, expert width 768, group 128, random weights; uniform 2,
  * 3, 4, 8 bits and a mixed 2/3/4 allocation; 1, 8 and 64 tokens. Each run uses the next of 64
  * random routings (the 128 experts, 302 MB at 4 bits, exceed the 50 MB L2: a routing finds its
- * experts cold). Median of event-timed runs and of CUDA-graph replays; effective bandwidth over the
- * bytes the routing touches (packed words, scales, zeros of its distinct experts). GPU only.
+ * experts cold). Decode versions 3 and 5 (mode_qmoe_decode_version) on the same weights, inputs and
+ * routings, one after the other. Median of event-timed runs and of CUDA-graph replays; effective
+ * bandwidth over the bytes the routing touches (packed words, scales, zeros of its distinct
+ * experts); the last column compares v5's output with v3's on the first routing
+ * (‖v5 − v3‖ / ‖v3‖: both are f32 sums in different orders, ~1e-7 expected). GPU only.
  *
  *   make CUDA=1 bench && build/bench/bench_qmoe
  */
@@ -11,6 +14,7 @@
 #include "../../lib/gptqpack.h"
 #include "tap.h"
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +29,14 @@ static double expert_bytes(int b)
     return 2 * gu + dn;
 }
 
+/* ‖a − b‖ / ‖b‖ */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), den += (double)b[i] * b[i];
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
 int main(void)
 {
     struct mode_err err;
@@ -37,7 +49,9 @@ int main(void)
     tap_seed(11);
     const char *names[] = {"W2", "W3", "W4", "W8", "mixed 2/3/4"};
     printf("packed MoE decode layer, %s: 128 experts, top-8, D 2048, I 768, group 128\n\n", dev);
-    printf("%-12s %6s %10s %10s %10s %10s\n", "weights", "tokens", "MB touched", "us", "us graph", "TB/s");
+    printf("%-12s %6s %10s %9s %9s %9s %9s %8s %8s %10s\n", "weights", "tokens", "MB touched", "v3 us", "v3 graph", "v5 us", "v5 graph",
+           "v3 TB/s", "v5 TB/s", "v5 vs v3");
+    const int version0 = mode_qmoe_decode_version(3);
     for (int cfg = 0; cfg < 5; cfg++) {
         uint8_t bits[E];
         for (int e = 0; e < E; e++) bits[e] = (uint8_t)(cfg < 4 ? (cfg == 3 ? 8 : cfg + 2) : 2 + e % 3);
@@ -92,21 +106,33 @@ int main(void)
             }
             touched /= POOL;
             void *dx, *dex, *dw, *dact, *dout;
-            double us = 0, gus = 0;
+            double us[2] = {0, 0}, gus[2] = {0, 0};
+            float *y = malloc(sizeof *y * 2 * (size_t)T * D); /* each version's output on routing 0 */
             if (mode_cuda_malloc(&dx, sizeof *x * (size_t)T * D, &err) || mode_cuda_upload(dx, x, sizeof *x * (size_t)T * D, &err) ||
                 mode_cuda_malloc(&dex, sizeof *ex * (size_t)POOL * T * K, &err) || mode_cuda_upload(dex, ex, sizeof *ex * (size_t)POOL * T * K, &err) ||
                 mode_cuda_malloc(&dw, sizeof *w * (size_t)POOL * T * K, &err) || mode_cuda_upload(dw, w, sizeof *w * (size_t)POOL * T * K, &err) ||
-                mode_cuda_malloc(&dact, sizeof(float) * (size_t)T * K * I, &err) || mode_cuda_malloc(&dout, sizeof(float) * (size_t)T * D, &err) ||
-                mode_qmoe_bench_cuda(&L, T, K, dx, dex, dw, POOL, dact, dout, 200, &us, &gus, &err)) {
+                mode_cuda_malloc(&dact, sizeof(float) * (size_t)T * K * I, &err) || mode_cuda_malloc(&dout, sizeof(float) * (size_t)T * D, &err)) {
                 fprintf(stderr, "bench_qmoe: %s\n", err.msg);
                 return 1;
             }
-            printf("%-12s %6d %10.2f %10.1f %10.1f %10.2f\n", names[cfg], T, touched / 1e6, us, gus, touched / (gus * 1e-6) / 1e12);
+            for (int v = 0; v < 2; v++) {
+                mode_qmoe_decode_version(v ? 5 : 3);
+                if (mode_qmoe_bench_cuda(&L, T, K, dx, dex, dw, POOL, dact, dout, 200, &us[v], &gus[v], &err) ||
+                    mode_qmoe_decode_cuda(&L, T, K, dx, dex, dw, dact, dout, NULL, &err) ||
+                    mode_cuda_download(y + (size_t)v * T * D, dout, sizeof *y * (size_t)T * D, &err)) {
+                    fprintf(stderr, "bench_qmoe: v%d: %s\n", v ? 5 : 3, err.msg);
+                    return 1;
+                }
+            }
+            printf("%-12s %6d %10.2f %9.1f %9.1f %9.1f %9.1f %8.2f %8.2f %10.1e\n", names[cfg], T, touched / 1e6, us[0], gus[0], us[1], gus[1],
+                   touched / (gus[0] * 1e-6) / 1e12, touched / (gus[1] * 1e-6) / 1e12, rel_diff(y + (size_t)T * D, y, (size_t)T * D));
+            fflush(stdout);
             mode_cuda_free(dx), mode_cuda_free(dex), mode_cuda_free(dw), mode_cuda_free(dact), mode_cuda_free(dout);
-            free(x), free(w), free(ex);
+            free(x), free(w), free(ex), free(y);
         }
         mode_cuda_free(dqw), mode_cuda_free(dqz), mode_cuda_free(dsc), mode_cuda_free(doff), mode_cuda_free(dbits);
         free(qw), free(qz), free(sc);
     }
+    mode_qmoe_decode_version(version0);
     return 0;
 }
