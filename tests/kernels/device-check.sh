@@ -13,7 +13,9 @@ PART=${1:-all}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 D=/tmp/mode-bundle
-rm -rf "$D" && mkdir -p "$D" && tar xzf .device/bundle.tar.gz -C "$D"
+rm -rf "$D" && mkdir -p "$D"
+tar xJf .device/bundle.tar.xz -C "$D" 2>/dev/null || # without xz(1): Python's lzma
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' .device/bundle.tar.xz "$D"
 F=/tmp/mode-fixtures
 mkdir -p "$F" && for z in tests/fixtures/big/*.gz; do gzip -dc "$z" >"$F/$(basename "$z" .gz)"; done
 export LD_LIBRARY_PATH="$D:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" OPENBLAS_CORETYPE=Haswell
