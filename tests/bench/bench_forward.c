@@ -10,6 +10,7 @@
  * Median of 3 runs. A program that prints a table: never a test. */
 #include "../../lib/ops.h"
 #include "../../lib/runtime.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -24,13 +25,6 @@ static uint64_t rnd(void) /* splitmix64 */
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     return z ^ (z >> 31);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* kB fields of /proc/self/status */
@@ -51,12 +45,6 @@ static void sample_anon(void)
 {
     long a = status_kb("RssAnon");
     if (a > peak_anon) peak_anon = a;
-}
-
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* one synthetic sample record; returns its encoded bytes in b */
@@ -172,8 +160,8 @@ int main(int argc, char **argv)
             tv[run] = t1 - t0, tl[run] = t2 - t1, th[run] = t3 - t2, tot[run] = t3 - t0;
             mode_rt_batch_free(&b);
         }
-        qsort(tv, 3, sizeof *tv, cmp_d), qsort(tl, 3, sizeof *tl, cmp_d), qsort(th, 3, sizeof *th, cmp_d);
-        qsort(tot, 3, sizeof *tot, cmp_d);
+        qsort(tv, 3, sizeof *tv, cmp), qsort(tl, 3, sizeof *tl, cmp), qsort(th, 3, sizeof *th, cmp);
+        qsort(tot, 3, sizeof *tot, cmp);
         const char *name = strrchr(argv[a], '/') ? strrchr(argv[a], '/') + 1 : argv[a];
         if (!*name) name = argv[a];
         printf("%-28.28s %7d %7lld %9.3f %9.3f %9.3f %10.0f %8.1fMB %8.1fMB\n", name, n_samples, (long long)tokens, tv[1], tl[1],

@@ -8,6 +8,7 @@
  */
 #include "../../lib/bitalloc.h"
 #include "tap.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -18,19 +19,6 @@
 enum { L = 48, E = 128, NB = 3 };
 
 static double urand(void) { return (double)(tap_rand() >> 11) / 9007199254740992.0; }
-
-static int cmp(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int main(int argc, char **argv)
 {

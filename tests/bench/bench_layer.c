@@ -20,6 +20,7 @@
 #include "../../kernels/mode_cuda.h"
 #include "../../lib/layer.h"
 #include "../../lib/ops.h"
+#include "bench_util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,25 +37,6 @@ static float frand(void) /* splitmix64, uniform in [-1, 1) */
     uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull, z = (z ^ (z >> 27)) * 0x94d049bb133111ebull, z ^= z >> 31;
     return (float)((double)(z >> 11) / 9007199254740992.0 * 2 - 1);
-}
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof *t, cmp);
-    return t[n / 2];
 }
 
 static uint16_t *bf16_rand(size_t n, float scale)
