@@ -534,6 +534,18 @@ static void scratch_free(struct layer_scratch *s)
     free(s->experts), free(s->order), free(s->start);
 }
 
+/* The attention-score hook of sequence i: the raw column sums of its selected rows (colsum,
+ * n_tok) divided into the mean over heads and rows, then handed over. */
+static int attn_scores(const struct mode_rt_hooks *hooks, int layer, int i, const uint8_t *rows, int64_t n_tok, int n_head, float *colsum,
+                       struct mode_err *err)
+{
+    int64_t n_sel = 0;
+    for (int64_t r = 0; r < n_tok; r++) n_sel += rows[r] != 0;
+    const float denom = (float)n_head * (float)(n_sel ? n_sel : 1);
+    for (int64_t c = 0; c < n_tok; c++) colsum[c] /= denom;
+    return hooks->attn(hooks->ctx, layer, i, colsum, err);
+}
+
 static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w,
                      struct layer_scratch *s, const struct mode_rt_hooks *hooks, struct mode_err *err)
 {
@@ -575,13 +587,7 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
         int rc = mode_attention_ref_block(&as, s->q + r0 * qd, s->k + r0 * kvd, s->v + r0 * kvd, seg, 1, rows, rows ? s->colsum : NULL,
                                           s->o + r0 * qd, qblk, err);
         if (rc) return rc;
-        if (rows && hooks->attn) {
-            int64_t n_rows_sel = 0;
-            for (int64_t r = 0; r < n; r++) n_rows_sel += rows[r] != 0;
-            float denom = (float)nh * (float)(n_rows_sel ? n_rows_sel : 1);
-            for (int64_t c = 0; c < n; c++) s->colsum[c] /= denom;
-            if ((rc = hooks->attn(hooks->ctx, layer, i, s->colsum, err))) return rc;
-        }
+        if (rows && hooks->attn && (rc = attn_scores(hooks, layer, i, rows, n, nh, s->colsum, err))) return rc;
     }
     if (hooks && hooks->attn_out) {
         int rc = hooks->attn_out(hooks->ctx, layer, b, s->xn, s->o, err);
@@ -754,12 +760,7 @@ static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer
     for (int i = 0; sel && i < b->n_seq; i++) {
         const struct mode_rt_seq *q = &b->seq[i];
         const uint8_t *rows = hooks->attn_rows(hooks->ctx, layer, i);
-        if (!rows) continue;
-        int64_t n_sel = 0;
-        for (int64_t r = 0; r < q->n_tok; r++) n_sel += rows[r] != 0;
-        const float denom = (float)t->n_head * (float)(n_sel ? n_sel : 1);
-        for (int64_t c = 0; c < q->n_tok; c++) colsum[q->row + c] /= denom;
-        if ((rc = hooks->attn(hooks->ctx, layer, i, colsum + q->row, err))) goto out;
+        if (rows && (rc = attn_scores(hooks, layer, i, rows, q->n_tok, t->n_head, colsum + q->row, err))) goto out;
     }
     if (hooks && hooks->router) rc = hooks->router(hooks->ctx, layer, b, logits, idx, wts, err);
 out:
