@@ -24,7 +24,7 @@ PREFIX ?= /usr/local
 
 # Debian packages and the pkg-config modules they provide (GLPK ships no .pc: checked by header)
 PC_MODULES := msgpack jansson openblas libpng libjpeg libturbojpeg libpcre2-8 libutf8proc
-DEB_PACKAGES := pkg-config perl libmsgpack-dev libjansson-dev libopenblas-dev libpng-dev \
+DEB_PACKAGES := pkg-config perl g++ libmsgpack-dev libjansson-dev libopenblas-dev libpng-dev \
 	libjpeg62-turbo-dev libturbojpeg0-dev libpcre2-dev libutf8proc-dev libglpk-dev
 
 # Evaluated when a recipe runs, i.e. after `deps` has installed pkg-config and the packages.
@@ -101,6 +101,7 @@ deps:
 	@missing=""; \
 	command -v pkg-config >/dev/null 2>&1 || missing="pkg-config"; \
 	command -v prove >/dev/null 2>&1 || missing="$$missing perl"; \
+	command -v $(CXX) >/dev/null 2>&1 || missing="$$missing g++"; \
 	if command -v pkg-config >/dev/null 2>&1; then \
 	  for m in $(PC_MODULES); do pkg-config --exists $$m || missing="$$missing $$m"; done; \
 	else missing="$$missing $(PC_MODULES)"; fi; \
@@ -182,6 +183,46 @@ $(B)/fuzzcheck/%: tests/fuzz/%.c $(REPLAY_OBJ) $(B)/flags
 	$(say) FUZZ $@
 	$(Q)$(CC) $(CPPFLAGS) -std=c11 -O1 -g $(REPLAY_SAN) $(PKG_CFLAGS) $(LDFLAGS) -o $@ $< $(REPLAY_OBJ) $(PKG_LIBS)
 
+# the host double (kernels/host/): the code that composes the CUDA entry points — kernels/layer.cu
+# compiled by g++ with its launches rewritten, lib/rtlayer.c and the runtime's --device cuda
+# paths — linked against the entry points' C references on host memory, so that make check runs
+# that glue without a GPU (kernels/host/host.c says what it does and does not check). A .cu with
+# shared memory, barriers or warp collectives cannot be run this way and is refused.
+HOST_CU := kernels/layer.cu
+HOST_OBJ := $(B)/host/kernels/host/host.o $(HOST_CU:%.cu=$(B)/host/%.o)
+HOST_LIB := $(B)/host/libmode-host.a
+HOST_TEST_BIN := $(B)/host/tests/kernels/test_layer $(B)/host/tests/lib/test_forward
+HOST_BINS := $(B)/host/bin/mode-route-trace $(B)/host/bin/mode-eval $(B)/host/bin/mode-pack $(B)/host/bin/mode-sensitivity
+HOST_CXXFLAGS = -std=c++17 -O2 -g -Wall -Wextra -Wno-unused-function -fno-exceptions -fno-rtti $(SAN_FLAGS) -D_GNU_SOURCE -MMD -MP
+
+$(B)/host/kernels/%.cpp: kernels/%.cu
+	@mkdir -p $(@D)
+	$(Q)if grep -n '__syncthreads\|__shared__\|__shfl\|asm' $<; then echo "$<: not runnable by the host double (shared memory, barriers or warp collectives)" >&2; exit 1; fi
+	$(Q)perl -pe 's/(\w+)<<<(.*?)>>>\(/mode_host_launch($$1, $$2)(/g' $< > $@.tmp && mv $@.tmp $@
+
+$(B)/host/kernels/%.o: $(B)/host/kernels/%.cpp $(B)/flags | deps
+	$(say) CXX $<
+	$(Q)$(CXX) $(HOST_CXXFLAGS) -Ikernels/host -Ikernels -x c++ -c $< -o $@
+
+$(B)/host/kernels/host/host.o: kernels/host/host.c $(B)/flags | deps
+	@mkdir -p $(@D)
+	$(say) CC $<
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(HOST_LIB): $(LIB_SRC:%.c=$(B)/%.o) $(HOST_OBJ)
+	$(say) AR $@
+	$(Q)rm -f $@ && $(AR) $(ARFLAGS) $@ $^
+
+$(B)/host/tests/%: tests/%.c $(B)/tests/tap.o $(HOST_LIB) $(B)/flags
+	@mkdir -p $(@D)
+	$(say) TEST $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -Itests -o $@ $< $(B)/tests/tap.o $(HOST_LIB) $(PKG_LIBS) $(LDLIBS)
+
+$(B)/host/bin/%: $$(addprefix $(B)/,$$(addsuffix .o,$$(basename $$(wildcard filters/$$*/*.c)))) $(CLI_OBJ) $(HOST_LIB)
+	@mkdir -p $(@D)
+	$(say) LD $@
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(HOST_LIB) $(PKG_LIBS) $(LDLIBS)
+
 $(B)/tests/tap.o: tests/tap.c $(B)/flags | deps
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -191,11 +232,12 @@ $(B)/tests/tap.o: tests/tap.c $(B)/flags | deps
 export MODE_ROOT := $(CURDIR)
 export MODE_BIN := $(CURDIR)/bin
 export MODE_FIXTURES := $(CURDIR)/tests/fixtures
+export MODE_HOST_BIN := $(CURDIR)/$(B)/host/bin
 PROVE_JOBS ?= 2
 
-check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(BIG_FIXTURES)
+check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIXTURES)
 	@chmod +x $(TEST_SH) 2>/dev/null || true
-	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(TEST_SH)
+	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(HOST_TEST_BIN) $(TEST_SH)
 
 # ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
 DEMO_OUT ?= build/demo

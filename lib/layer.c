@@ -29,22 +29,20 @@ static void round_bf16(const float *src, size_t n, float *dst)
  * SiLU·mul between, the weighted combine over the slots in order. bf16 experts: converted to f32
  * one at a time, rows and activations rounded to bf16 as the tensor cores take them; f32
  * experts: used as they are (either orientation). */
-static int dense_moe(const struct mode_text_layer_cuda *L, int64_t n, const float *x, const int32_t *idx, const float *w, float *out,
-                     struct mode_err *err)
+int mode_text_moe_ref(const struct mode_text_layer_cuda *L, const struct mode_moe_route *r, const float *x, float *out, struct mode_err *err)
 {
-    const int64_t D = L->d, I = L->i, k = L->k, P = n * k;
+    const int64_t D = L->d, I = L->i, k = r->k, n = r->T, P = n * k;
     const bool f32 = L->f32, lin = f32 && L->linear32;
-    int32_t *order = malloc(sizeof *order * (size_t)P), *slot = malloc(sizeof *slot * (size_t)P);
-    int64_t *start = malloc(sizeof *start * (size_t)(L->n_expert + 1));
+    const int32_t *order = r->order, *slot = r->slot;
+    const int64_t *start = r->start;
     float *gu = f32 ? NULL : malloc(sizeof *gu * (size_t)(D * 2 * I)), *dn = f32 ? NULL : malloc(sizeof *dn * (size_t)(I * D)),
-          *xs = malloc(sizeof *xs * (size_t)(P * D)), *hh = malloc(sizeof *hh * (size_t)(P * 2 * I)), *act = malloc(sizeof *act * (size_t)(P * I)),
-          *y = malloc(sizeof *y * (size_t)(P * D));
+          *xs = malloc(sizeof *xs * (size_t)(P * D + 1)), *hh = malloc(sizeof *hh * (size_t)(P * 2 * I + 1)),
+          *act = malloc(sizeof *act * (size_t)(P * I + 1)), *y = malloc(sizeof *y * (size_t)(P * D + 1));
     int rc = MODE_OK;
-    if (!order || !slot || !start || (!f32 && (!gu || !dn)) || !xs || !hh || !act || !y) {
+    if ((!f32 && (!gu || !dn)) || !xs || !hh || !act || !y) {
         rc = mode_err_oom(err, (size_t)(P * (2 * D + 3 * I)) * 4, "the layer reference's experts");
         goto out;
     }
-    if ((rc = mode_moe_route_sort(idx, (int)n, (int)k, L->n_expert, order, slot, start, err))) goto out;
     for (int64_t p = 0; p < P; p++) {
         const float *src = x + (size_t)(order[p] / k) * (size_t)D;
         if (f32) memcpy(xs + (size_t)p * (size_t)D, src, sizeof *xs * (size_t)D);
@@ -67,11 +65,27 @@ static int dense_moe(const struct mode_text_layer_cuda *L, int64_t n, const floa
     for (int64_t t = 0; t < n; t++)
         for (int64_t col = 0; col < D; col++) {
             float acc = 0.f;
-            for (int64_t j = 0; j < k; j++) acc += w[t * k + j] * y[(size_t)slot[t * k + j] * (size_t)D + (size_t)col];
+            for (int64_t j = 0; j < k; j++) acc += r->weights[t * k + j] * y[(size_t)slot[t * k + j] * (size_t)D + (size_t)col];
             out[t * D + col] = acc;
         }
 out:
-    free(order), free(slot), free(start), free(gu), free(dn), free(xs), free(hh), free(act), free(y);
+    free(gu), free(dn), free(xs), free(hh), free(act), free(y);
+    return rc;
+}
+
+static int dense_moe(const struct mode_text_layer_cuda *L, int64_t n, const float *x, const int32_t *idx, const float *w, float *out,
+                     struct mode_err *err)
+{
+    const int64_t P = n * L->k;
+    int32_t *order = malloc(sizeof *order * (size_t)(P + 1)), *slot = malloc(sizeof *slot * (size_t)(P + 1));
+    int64_t *start = malloc(sizeof *start * (size_t)(L->n_expert + 1));
+    int rc = !order || !slot || !start ? mode_err_oom(err, (size_t)P * 8, "the layer reference's routing")
+                                       : mode_moe_route_sort(idx, (int)n, L->k, L->n_expert, order, slot, start, err);
+    if (!rc) {
+        const struct mode_moe_route r = {(int)n, L->k, order, slot, w, start};
+        rc = mode_text_moe_ref(L, &r, x, out, err);
+    }
+    free(order), free(slot), free(start);
     return rc;
 }
 

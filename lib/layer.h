@@ -19,6 +19,12 @@
 int mode_text_layer_ref(const struct mode_text_layer_cuda *L, const struct mode_text_rows_cuda *rows, float *h, int32_t *idx, float *w,
                         struct mode_err *err);
 
+/* The layer's experts on a routing sorted by expert (struct mode_moe_route, host arrays; the
+ * rows x (T, d) the post-attention RMSNorm's), as the GPU computes them: dense bf16 experts as
+ * moe.cu (rows and activations rounded to bf16, per-expert products, the combine in slot order)
+ * or f32 experts as layer.cu, both through mode_gemm. L->packed is not looked at. */
+int mode_text_moe_ref(const struct mode_text_layer_cuda *L, const struct mode_moe_route *r, const float *x, float *out, struct mode_err *err);
+
 /* The vision block (mode_vision_block_cuda) on host arrays: exactly the CPU runtime's block (its
  * vision tower runs this), the attention in query blocks of `block` rows
  * (mode_attention_ref_block). work: p·(5·e + n_ff) floats of scratch, or NULL (allocated). */

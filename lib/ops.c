@@ -49,19 +49,25 @@ int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err)
 void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
                float beta, float *c, int64_t ldc)
 {
-    if (m == 0 || n == 0) return;
-    if (k == 0) {
-        for (int64_t i = 0; i < m; i++)
-            for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
-        return;
-    }
-    if (g_device == MODE_DEVICE_CUDA && gemm_on_gpu(m, n, k)) {
+    if (m > 0 && n > 0 && k > 0 && g_device == MODE_DEVICE_CUDA && gemm_on_gpu(m, n, k)) {
         struct mode_err e = {0};
         if (!mode_gemm_staged_cuda(m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc, &e)) return;
         pthread_mutex_lock(&g_dev_lock);
         if (!g_dev_err.code) g_dev_err = e;
         g_fallback++;
         pthread_mutex_unlock(&g_dev_lock);
+    }
+    mode_gemm_cpu(m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc);
+}
+
+void mode_gemm_cpu(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
+                   float beta, float *c, int64_t ldc)
+{
+    if (m == 0 || n == 0) return;
+    if (k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
+        return;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a,
                 (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);

@@ -39,6 +39,9 @@ int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err);
  * weight) else B (B stored (k, n)). ldb is B's row stride. */
 void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
                float beta, float *c, int64_t ldc);
+/* The same on the CPU whatever the device (OpenBLAS): mode_gemm's arithmetic off the GPU. */
+void mode_gemm_cpu(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
+                   float beta, float *c, int64_t ldc);
 
 /* y = x / sqrt(mean(x^2) + eps) * w, per row of d. In place when y == x. */
 void mode_rmsnorm_ref(const float *x, const float *w, float eps, int64_t n, int64_t d, float *y);

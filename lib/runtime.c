@@ -269,8 +269,8 @@ static int merger(const struct mode_merger_w *t, bool postshuffle, const float *
     float *nw = to_f32(t->norm_w, err), *nb = to_f32(t->norm_b, err), *f1 = to_f32(t->fc1_w, err),
           *f1b = to_f32(t->fc1_b, err), *f2 = to_f32(t->fc2_w, err), *f2b = to_f32(t->fc2_b, err);
     float *xn = xcalloc((size_t)(n * E), sizeof *xn, err, "merger"), *mid = xcalloc((size_t)(rows * hm), sizeof *mid, err, "merger");
-    int rc = err->code;
-    if (!rc && (!nw || !nb || !f1 || !f1b || !f2 || !f2b || !xn || !mid)) rc = MODE_EUNAVAILABLE;
+    int rc = MODE_OK;
+    if (!nw || !nb || !f1 || !f1b || !f2 || !f2b || !xn || !mid) rc = err->code ? err->code : MODE_EUNAVAILABLE;
     if (!rc) {
         /* the norm sees one patch (E) before the 2x2 shuffle, or the merged row (E*m2) after it */
         if (postshuffle) mode_layernorm_ref(x, nw, nb, 1e-6f, rows, hm, xn);
@@ -389,7 +389,9 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     if (rt->resident) {
         int grc = mode_rtlayer_vision_begin(rt->resident, x, ang, P, E, hd, v->n_ff, err);
         if (grc == MODE_OK) on_gpu = true;
-        else if (grc != MODE_EUNAVAILABLE) {
+        else if (grc == MODE_EUNAVAILABLE) /* no device memory: the blocks on the CPU */
+            rt->n_vision_fallback++, mode_err_clear(err);
+        else {
             rc = grc;
             goto out;
         }
@@ -790,7 +792,7 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
         bool fallback = false;
         rc = resident_layer(rt, b, layer, &w, hooks, &fallback, err);
         if (fallback) /* no device memory: the CPU path, b->h untouched */
-            rt->n_resident_fallback++, rc = MODE_OK;
+            rt->n_resident_fallback++, rc = MODE_OK, mode_err_clear(err);
         else done = true;
     }
     if (!done) rc = attention(rt, b, layer, &w, &s, hooks, err);

@@ -119,6 +119,7 @@ struct mode_rt {
     struct mode_rtmoe *gpu; /* mode_rt_device CUDA: packed MoE layers on the GPU (rtmoe.h) */
     struct mode_rtlayer *resident; /* mode_rt_device CUDA: whole MoE layers on the GPU (rtlayer.h) */
     int64_t n_resident, n_resident_fallback; /* layers run resident; layers that fell back to the CPU */
+    int64_t n_vision_fallback;               /* batches whose vision blocks fell back to the CPU */
 };
 
 int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);
@@ -131,7 +132,8 @@ void mode_rt_free(struct mode_rt *rt);
  * the vision tower's blocks too, whatever the checkpoint and the hooks (its patch embedding and
  * mergers stay on the CPU);
  * MODE_RT_RESIDENT=0 in the environment turns the latter off. A resident layer the device has no
- * memory for runs on the CPU (counted in n_resident_fallback). MODE_DEVICE_CPU (the default)
+ * memory for runs on the CPU (counted in n_resident_fallback; the vision blocks of a batch in
+ * n_vision_fallback). MODE_DEVICE_CPU (the default)
  * everything on the CPU. MODE_EUNAVAILABLE without a GPU. */
 int mode_rt_device(struct mode_rt *rt, enum mode_device d, struct mode_err *err);
 

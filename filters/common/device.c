@@ -3,6 +3,7 @@
 
 #include "../../kernels/mode_cuda.h"
 #include "../../lib/ops.h"
+#include "../../lib/runtime.h"
 #include "cli.h"
 
 #include <string.h>
@@ -21,9 +22,15 @@ enum mode_device mode_cli_device(const char *arg)
 
 const char *mode_device_name(enum mode_device d) { return d == MODE_DEVICE_CUDA ? "cuda" : "cpu"; }
 
-void mode_cli_device_report(void)
+void mode_cli_device_report(const struct mode_rt *rt)
 {
     struct mode_err err = {0};
     int64_t n = 0;
     if (mode_ops_device_status(&n, &err)) mode_warn("%lld matrix products fell back to the CPU after a GPU failure: %s", (long long)n, err.msg);
+    if (rt && rt->n_resident_fallback)
+        mode_warn("%lld of %lld MoE layer passes ran on the CPU: the GPU had no memory to hold them (smaller batches would fit)",
+                  (long long)rt->n_resident_fallback, (long long)(rt->n_resident + rt->n_resident_fallback));
+    if (rt && rt->n_vision_fallback)
+        mode_warn("the vision blocks of %lld batches ran on the CPU: the GPU had no memory to hold them (smaller batches would fit)",
+                  (long long)rt->n_vision_fallback);
 }

@@ -9,7 +9,10 @@
 
 enum mode_device mode_cli_device(const char *arg);
 const char *mode_device_name(enum mode_device d);
-/* A warning when matrix products fell back from the GPU to the CPU (ops.h), with the first error. */
-void mode_cli_device_report(void);
+struct mode_rt;
+/* Warnings, after the work: matrix products that fell back from the GPU to the CPU (ops.h),
+ * with the first error; the resident MoE layer passes of rt (NULL: none) that ran on the CPU
+ * for want of device memory (runtime.h). */
+void mode_cli_device_report(const struct mode_rt *rt);
 
 #endif

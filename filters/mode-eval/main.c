@@ -217,9 +217,9 @@ int main(int argc, char **argv)
     mode_input_close(&in);
     mode_rt_batch_free(&b);
     free(r.buf);
+    mode_cli_device_report(&r.rt);
     mode_rt_free(&r.rt);
     mode_model_close(&r.m);
-    mode_cli_device_report();
     if (out.is_stdout) mode_cli_close_stdout();
     return 0;
 }

@@ -333,6 +333,7 @@ int main(int argc, char **argv)
     struct mode_model m;
     struct mode_rt rt;
     if (mode_model_open(&m, model_dir, &err) || mode_rt_init(&rt, &m, &err)) mode_fail(&err);
+    if (o.device == MODE_DEVICE_CUDA && mode_rt_device(&rt, o.device, &err)) mode_fail(&err);
     if (m.packed) mode_die(MODE_EUSAGE, "%s is already packed: give the full-precision checkpoint", model_dir);
     /* Qwen3-VL-MoE (the one architecture mode binds) routes every token to its top-k routed
      * experts only: there is no shared expert to quantize */
@@ -421,7 +422,7 @@ int main(int argc, char **argv)
         mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
     o.progress = progress, o.progress_ctx = &r;
     if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
-    mode_cli_device_report();
+    mode_cli_device_report(&rt);
     if (r.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)r.rtn, (long long)o.min_tokens);
     if (r.attn_rtn)
         mode_warn("the attention of %lld layers was rounded to nearest: fewer than %lld calibration tokens", (long long)r.attn_rtn, (long long)o.min_tokens);

@@ -138,6 +138,7 @@ int main(int argc, char **argv)
     struct mode_model m;
     struct mode_rt rt;
     if (mode_model_open(&m, model_dir, &err) || mode_rt_init(&rt, &m, &err)) mode_fail(&err);
+    if (device == MODE_DEVICE_CUDA && mode_rt_device(&rt, device, &err)) mode_fail(&err);
     const int L = m.cfg.text.n_layer;
     if (!layers_given) l_hi = L - 1;
     if (l_hi >= L) mode_die(MODE_EUSAGE, "--layers %lld-%lld: the model has layers 0-%d", (long long)l_lo, (long long)l_hi, L - 1);
@@ -230,9 +231,9 @@ int main(int argc, char **argv)
     mode_mp_free(&c.rec);
     mode_rt_batch_free(&b);
     mode_input_close(&in);
+    mode_cli_device_report(&rt);
     mode_rt_free(&rt);
     mode_model_close(&m);
-    mode_cli_device_report();
     if (out.is_stdout) mode_cli_close_stdout();
     return 0;
 }
