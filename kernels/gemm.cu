@@ -13,14 +13,19 @@
 
 #include <pthread.h>
 
+/* cuBLAS wants every leading dimension >= 1 even where k = 0 leaves A and B unread (row-major
+ * (m, 0) and (n, 0) operands naturally have ld 0: CUBLAS_STATUS_INVALID_VALUE); a valid ld with
+ * k >= 1 is >= k >= 1 already, so this changes nothing else */
+static int ld_at_least_1(int64_t ld) { return ld < 1 ? 1 : (int)ld; }
+
 /* column-major view of row-major C (m, n) = A (m, k) · op(B): Cᵀ (n, m) = op(B)ᵀ · Aᵀ, where Bᵀ's
  * column-major view is B stored (n, k) (b_trans) or (k, n) */
 static int gemm(cublasHandle_t h, int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
                 float beta, float *c, int64_t ldc, struct mode_err *err)
 {
     const float one = 1.0f;
-    CUBLAS_CHECK(cublasSgemm(h, b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, (int)ldb, a, (int)lda, &beta, c,
-                             (int)ldc),
+    CUBLAS_CHECK(cublasSgemm(h, b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, ld_at_least_1(ldb), a,
+                             ld_at_least_1(lda), &beta, c, (int)ldc),
                  err);
     return MODE_OK;
 }
@@ -31,8 +36,8 @@ static int gemm_bf16(cublasHandle_t h, int64_t m, int64_t n, int64_t k, const ui
                      bool b_trans, float beta, float *c, int64_t ldc, struct mode_err *err)
 {
     const float one = 1.0f;
-    CUBLAS_CHECK(cublasGemmEx(h, b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, CUDA_R_16BF, (int)ldb, a,
-                              CUDA_R_16BF, (int)lda, &beta, c, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+    CUBLAS_CHECK(cublasGemmEx(h, b_trans ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, (int)n, (int)m, (int)k, &one, b, CUDA_R_16BF, ld_at_least_1(ldb),
+                              a, CUDA_R_16BF, ld_at_least_1(lda), &beta, c, CUDA_R_32F, (int)ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                  err);
     return MODE_OK;
 }
