@@ -172,9 +172,9 @@ extern "C" int mode_text_layer_cuda(const struct mode_text_layer_cuda *L, const 
 {
     int rc;
     if (!rows || (rc = check(L, rows->n, err))) return rows ? rc : mode_err_set(err, MODE_EUSAGE, "mode_text_layer_cuda: no rows");
-    if (rows->n_seg < 0 || (rows->n_seg > 0 && !rows->seg) || !rows->d_ang || (rows->d_sel && !rows->d_colsum))
-        return mode_err_set(err, MODE_EUSAGE, "mode_text_layer_cuda: rows without sequences, angles or colsum");
     if (rows->n == 0) return MODE_OK;
+    if (rows->n_seg < 1 || !rows->seg || !rows->d_ang || (rows->d_sel && !rows->d_colsum))
+        return mode_err_set(err, MODE_EUSAGE, "mode_text_layer_cuda: rows without sequences, angles or colsum");
     if ((rc = mode_cuda_available(err))) return rc;
     const size_t P = (size_t)rows->n * (size_t)L->k;
     int32_t *h_idx = (int32_t *)malloc(P * 4 * 3);

@@ -110,7 +110,7 @@ __global__ void dequant_kernel(mode_qmoe_layer L, __nv_bfloat16 *__restrict__ ga
 
 extern "C" int mode_qmoe_dequant_cuda(const struct mode_qmoe_layer *L, uint16_t *d_gate_up, uint16_t *d_down, void *stream, struct mode_err *err)
 {
-    if (!L || L->d % 32 || L->i % 32 || L->group_d < 1 || L->group_i < 1 || L->d % L->group_d || L->i % L->group_i || L->n_expert < 1 ||
+    if (!L || L->d < 32 || L->i < 32 || L->d % 32 || L->i % 32 || L->group_d < 1 || L->group_i < 1 || L->d % L->group_d || L->i % L->group_i || L->n_expert < 1 ||
         L->n_expert > 65535 / 3)
         return mode_err_set(err, MODE_EUSAGE, "mode_qmoe_dequant_cuda: dimensions must be multiples of 32 and of their groups");
     int rc = mode_cuda_available(err);

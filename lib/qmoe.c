@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* W (n, k) of one projection */
-static int dequant(const struct mode_qmoe_layer *L, int e, int p, int64_t n, int64_t k, int64_t g, float *W)
+int mode_qmoe_expert_ref(const struct mode_qmoe_layer *L, int e, int p, float *W)
 {
+    const int64_t n = p < 2 ? L->i : L->d, k = p < 2 ? L->d : L->i, g = p < 2 ? L->group_d : L->group_i;
     const int64_t *off = L->off + (size_t)e * 9 + (size_t)p * 3;
     if (L->bits[e] == 16) { /* bf16 pairs along k, (k/2, n) words */
         const uint32_t *w = L->qweight + off[0];
@@ -38,7 +38,7 @@ int mode_qmoe_ref(const struct mode_qmoe_layer *L, int T, int k, const float *x,
         for (int j = 0; j < k && !rc; j++) {
             const int e = experts[t * k + j];
             if (e < 0 || e >= L->n_expert) continue;
-            if (dequant(L, e, 0, I, D, L->group_d, gw) || dequant(L, e, 1, I, D, L->group_d, uw) || dequant(L, e, 2, D, I, L->group_i, dw)) {
+            if (mode_qmoe_expert_ref(L, e, 0, gw) || mode_qmoe_expert_ref(L, e, 1, uw) || mode_qmoe_expert_ref(L, e, 2, dw)) {
                 rc = mode_err_oom(err, 0, "dequantising");
                 break;
             }

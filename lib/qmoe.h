@@ -11,4 +11,8 @@
 int mode_qmoe_ref(const struct mode_qmoe_layer *L, int T, int k, const float *x, const int32_t *experts, const float *weights, float *out,
                   struct mode_err *err);
 
+/* Projection p (0 gate, 1 up: (i, d); 2 down: (d, i)) of expert e dequantised to f32 W,
+ * nn.Linear orientation. MODE_OK, or MODE_EUNAVAILABLE when out of memory. */
+int mode_qmoe_expert_ref(const struct mode_qmoe_layer *L, int e, int p, float *W);
+
 #endif

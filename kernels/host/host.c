@@ -6,9 +6,8 @@
  * references' composition, to be compared with the reference of the whole (mode_text_layer_ref,
  * the CPU runtime). It checks the glue — shapes, strides, buffer layouts, aliasing, the order of
  * the steps, the copies, the fallbacks — never a kernel: the kernels' own tests do that on a GPU.
- * GPTQ from host rows runs mode_gptq_rows on the CPU; GPTQ on device arrays, the Hessians,
- * dequantisation into bf16 and the timing entry points are not doubled: they return
- * MODE_EUNAVAILABLE saying so. Linked by the Makefile into build/host/ (make check). */
+ * GPTQ from host rows runs mode_gptq_rows on the CPU; GPTQ on device arrays, the Hessians and
+ * the timing entry points are not doubled: they return MODE_EUNAVAILABLE saying so. Linked by the Makefile into build/host/ (make check). */
 #include "../mode_cuda.h"
 
 #include "../../lib/attn.h"
@@ -251,10 +250,30 @@ int mode_qmoe_decode_version(int v)
 }
 
 /* ---- not doubled ---- */
+/* each expert's projections dequantised in f32 (mode_qmoe_expert_ref), rounded to bf16, laid out
+ * as the hub's gate_up (d, 2i) and down (i, d) */
 int mode_qmoe_dequant_cuda(const struct mode_qmoe_layer *L, uint16_t *d_gate_up, uint16_t *d_down, void *stream, struct mode_err *err)
 {
-    (void)L, (void)d_gate_up, (void)d_down, (void)stream;
-    return NOT_DOUBLED(err, "mode_qmoe_dequant_cuda");
+    (void)stream;
+    const int64_t D = L->d, I = L->i;
+    float *W = malloc(sizeof *W * (size_t)(D * I));
+    if (!W) return mode_err_oom(err, (size_t)(D * I) * 4, "host double dequantisation");
+    int rc = MODE_OK;
+    for (int e = 0; e < L->n_expert && !rc; e++)
+        for (int p = 0; p < 3 && !rc; p++) {
+            if (mode_qmoe_expert_ref(L, e, p, W)) {
+                rc = mode_err_oom(err, 0, "host double dequantisation");
+                break;
+            }
+            if (p < 2) /* W (i, d) -> gate_up[e][c][p·i + n] */
+                for (int64_t n = 0; n < I; n++)
+                    for (int64_t c = 0; c < D; c++) d_gate_up[((size_t)e * D + c) * 2 * I + p * I + n] = mode_f32_to_bf16(W[n * D + c]);
+            else /* W (d, i) -> down[e][c][n] */
+                for (int64_t n = 0; n < D; n++)
+                    for (int64_t c = 0; c < I; c++) d_down[((size_t)e * I + c) * D + n] = mode_f32_to_bf16(W[n * I + c]);
+        }
+    free(W);
+    return rc;
 }
 int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts, const float *d_weights,
                          int n_pool, float *d_act, float *d_out, int iters, double *median_us, double *graph_us, struct mode_err *err)
