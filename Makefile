@@ -192,7 +192,7 @@ HOST_CU := kernels/layer.cu
 HOST_OBJ := $(B)/host/kernels/host/host.o $(HOST_CU:%.cu=$(B)/host/%.o)
 HOST_LIB := $(B)/host/libmode-host.a
 HOST_TEST_BIN := $(B)/host/tests/kernels/test_layer $(B)/host/tests/kernels/test_rtmoe $(B)/host/tests/lib/test_forward
-HOST_BINS := $(B)/host/bin/mode-route-trace $(B)/host/bin/mode-eval $(B)/host/bin/mode-pack $(B)/host/bin/mode-sensitivity
+HOST_BINS := $(patsubst %,$(B)/host/bin/mode-%,route-trace eval pack sensitivity bench)
 HOST_CXXFLAGS = -std=c++17 -O2 -g -Wall -Wextra -Wno-unused-function -fno-exceptions -fno-rtti $(SAN_FLAGS) -D_GNU_SOURCE -MMD -MP
 
 $(B)/host/kernels/%.cpp: kernels/%.cu

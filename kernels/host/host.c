@@ -6,8 +6,10 @@
  * references' composition, to be compared with the reference of the whole (mode_text_layer_ref,
  * the CPU runtime). It checks the glue — shapes, strides, buffer layouts, aliasing, the order of
  * the steps, the copies, the fallbacks — never a kernel: the kernels' own tests do that on a GPU.
- * GPTQ from host rows runs mode_gptq_rows on the CPU; GPTQ on device arrays, the Hessians and
- * the timing entry points are not doubled: they return MODE_EUNAVAILABLE saying so. Linked by the Makefile into build/host/ (make check). */
+ * GPTQ from host rows runs mode_gptq_rows on the CPU; the timing entry points time the
+ * references with the host's clock (so that the benchmarks' harnesses run: their numbers say
+ * nothing about a GPU); GPTQ on device arrays and the Hessians are not doubled: they return
+ * MODE_EUNAVAILABLE saying so. Linked by the Makefile into build/host/ (make check). */
 #include "../mode_cuda.h"
 
 #include "../../lib/attn.h"
@@ -20,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define NOT_DOUBLED(err, what) mode_err_set(err, MODE_EUNAVAILABLE, "CUDA host double: %s is not doubled (it needs a GPU)", what)
 
@@ -275,28 +279,92 @@ int mode_qmoe_dequant_cuda(const struct mode_qmoe_layer *L, uint16_t *d_gate_up,
     free(W);
     return rc;
 }
-int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts, const float *d_weights,
-                         int n_pool, float *d_act, float *d_out, int iters, double *median_us, double *graph_us, struct mode_err *err)
+/* ---- timing: the host's clock around the references, so that the benchmarks' harnesses run
+ * (their numbers are CPU times of the references, nothing about a GPU); a "graph replay" is
+ * another eager call ---- */
+static double now_us(void)
 {
-    (void)L, (void)T, (void)k, (void)d_x, (void)d_experts, (void)d_weights, (void)n_pool, (void)d_act, (void)d_out, (void)iters;
-    (void)median_us, (void)graph_us;
-    return NOT_DOUBLED(err, "mode_qmoe_bench_cuda");
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+static double median_of(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, cmp_double);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
 }
 int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct mode_err *err), void *ctx, int n_var, int iters, double *median_us,
                     double *graph_us, struct mode_err *err)
 {
-    (void)run, (void)ctx, (void)n_var, (void)iters, (void)median_us, (void)graph_us;
-    return NOT_DOUBLED(err, "mode_cuda_bench");
+    if (n_var < 1 || iters < 1) return mode_err_set(err, MODE_EUSAGE, "mode_cuda_bench: %d variants, %d iterations", n_var, iters);
+    double *t = malloc(sizeof *t * (size_t)iters);
+    if (!t) return mode_err_oom(err, sizeof *t * (size_t)iters, "timings");
+    int rc = run(ctx, 0, NULL, err); /* the warm-up */
+    for (int pass = 0; pass < (graph_us ? 2 : 1) && !rc; pass++) {
+        for (int i = 0; i < iters && !rc; i++) {
+            const double t0 = now_us();
+            rc = run(ctx, i % n_var, NULL, err);
+            t[i] = now_us() - t0;
+        }
+        if (!rc) *(pass ? graph_us : median_us) = median_of(t, iters);
+    }
+    free(t);
+    return rc;
 }
+struct qmoe_bench_ctx {
+    const struct mode_qmoe_layer *L;
+    int T, k;
+    const float *x;
+    const int32_t *experts;
+    const float *weights;
+    float *act, *out;
+};
+static int qmoe_bench_run(void *vctx, int v, void *stream, struct mode_err *err)
+{
+    const struct qmoe_bench_ctx *c = vctx;
+    const size_t P = (size_t)c->T * (size_t)c->k * (size_t)v;
+    return mode_qmoe_decode_cuda(c->L, c->T, c->k, c->x, c->experts + P, c->weights + P, c->act, c->out, stream, err);
+}
+int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int k, const float *d_x, const int32_t *d_experts, const float *d_weights,
+                         int n_pool, float *d_act, float *d_out, int iters, double *median_us, double *graph_us, struct mode_err *err)
+{
+    struct qmoe_bench_ctx c = {L, T, k, d_x, d_experts, d_weights, d_act, d_out};
+    return mode_cuda_bench(qmoe_bench_run, &c, n_pool, iters, median_us, graph_us, err);
+}
+/* memcpy between two fresh buffers, bytes read + written per second, median of 3 */
 int mode_cuda_copy_rate(size_t bytes, double *bytes_per_s, struct mode_err *err)
 {
-    (void)bytes, (void)bytes_per_s;
-    return NOT_DOUBLED(err, "mode_cuda_copy_rate");
+    char *a = malloc(bytes ? bytes : 1), *b = malloc(bytes ? bytes : 1);
+    if (!a || !b) {
+        free(a), free(b);
+        return mode_err_oom(err, 2 * bytes, "the copy rate's buffers");
+    }
+    memset(a, 1, bytes), memset(b, 0, bytes);
+    double t[3];
+    for (int i = 0; i < 3; i++) {
+        const double t0 = now_us();
+        memcpy(b, a, bytes);
+        t[i] = now_us() - t0;
+    }
+    const double us = median_of(t, 3);
+    *bytes_per_s = us > 0 ? 2.0 * (double)bytes / (us * 1e-6) : 0;
+    free(a), free(b);
+    return MODE_OK;
 }
+/* the host's: its L2 (1 MiB when unknown), memory and processors */
 int mode_cuda_props(size_t *l2_bytes, size_t *mem_bytes, int *n_sm, struct mode_err *err)
 {
-    (void)l2_bytes, (void)mem_bytes, (void)n_sm;
-    return NOT_DOUBLED(err, "mode_cuda_props");
+    (void)err;
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE), pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE), ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    if (l2_bytes) *l2_bytes = l2 > 0 ? (size_t)l2 : (size_t)1 << 20;
+    if (mem_bytes) *mem_bytes = pages > 0 && psz > 0 ? (size_t)pages * (size_t)psz : 0;
+    if (n_sm) *n_sm = ncpu > 0 ? (int)ncpu : 1;
+    return MODE_OK;
 }
 int mode_gptq_cuda(struct mode_gptq_batch *b, void *stream, struct mode_err *err)
 {

@@ -60,4 +60,13 @@ mode-cat --values "$T/s-cpu.ms" | untimed >"$T/s-cpu.u" && mode-cat --values "$T
 same_file "$T/s-cpu.u" "$T/s-gpu.u" "sensitivity: the table = the CPU's"
 MODE_HOST_DEVICE_MB=0 run "$H/mode-sensitivity" --device cuda --metric layer --samples 60 -m "$E/model" -o "$T/s-gpu0.ms" "$T/calib.ms"
 has "$T/err" "vision blocks of" "sensitivity: the vision blocks were resident (without device memory they fall back)"
+# mode-bench: the harness (pools, cold copies, baseline, the mixed comparison) on a small layer;
+# its numbers are the host's times of the references and are not looked at
+mode-cat -J -o "$T/alloc.ms" "$MODE_FIXTURES/streams/alloc.jsonl"
+run "$H/mode-bench" --alloc "$T/alloc.ms" --layer 1 --experts 16 --topk 2 --hidden 128 --width 96 --group 32 --iters 3 --pool 2 \
+    --bits 2,3,4,mixed --tokens 1,70
+is "$rc" 0 "mode-bench runs its table"
+has "$T/out" "mode-bench: the host double" "mode-bench names the device"
+is "$(grep -c -E '^(W[0-9]|bf16|mixed) +[0-9]+ (decode|prefill|qgemm) ' "$T/out")" 12 "mode-bench: 4 widths x (decode at 1; prefill and qgemm at 70)"
+has "$T/out" "mixed at 70 tokens, qgemm:" "mode-bench: the mixed allocation against the byte-weighted uniform widths"
 done_testing
