@@ -6,7 +6,8 @@
 # (default /tmp/out) gets summary.txt and all.log; the summary is printed last.
 #   sh tests/kernels/device-check.sh [tests|bench|all]      (default all)
 # Sized for a session's 15 device minutes: the tests part takes about 2 minutes, the benchmarks
-# about 5; every step has its own time limit, so a hang costs that step only. kernels/NOTES.md
+# about 5; every step has its own time limit, so a hang costs that step only; a failed CUDA test
+# is rerun under compute-sanitizer (memcheck; the first three). kernels/NOTES.md
 # records what it printed.
 set -u
 PART=${1:-all}
@@ -37,7 +38,19 @@ step() { # name timeout command...
     printf '%-24s rc=%-3s %6.1f s  %s not ok\n' "$name" "$rc" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(grep -c '^not ok' /tmp/step.log)" >>"$summary"
     grep '^not ok' /tmp/step.log >>"$summary"
     case $name in mode_bench* | bench_*) cat /tmp/step.log >>"$summary" ;; esac
+    # a CUDA test that failed is run again under compute-sanitizer's memcheck (the first 3 only:
+    # it is slow), so that one call says where an out-of-bounds access or a launch error is
+    case $name in test_*)
+        if { [ "$rc" != 0 ] || grep -q '^not ok' /tmp/step.log; } && [ "$n_san" -lt 3 ] && [ -n "$SAN" ]; then
+            n_san=$((n_san + 1))
+            timeout 150 "$SAN" --tool memcheck --print-limit 10 "$@" >/tmp/san.log 2>&1
+            { echo "==== $name under compute-sanitizer (rc $?)"; cat /tmp/san.log; } >>"$L"
+            { echo "---- $name under compute-sanitizer:"; grep -E '^=========' /tmp/san.log | head -40; } >>"$summary"
+        fi ;;
+    esac
 }
+n_san=0
+SAN=$(command -v compute-sanitizer || { [ -x /usr/local/cuda/bin/compute-sanitizer ] && echo /usr/local/cuda/bin/compute-sanitizer; } || true)
 if [ "$PART" != bench ]; then
 for t in test_convert test_ops test_attn test_layer test_qmoe test_qgemm test_moe test_gemm test_rtmoe; do step $t 60 "$D/$t"; done
 step test_gptq 120 "$D/test_gptq"
