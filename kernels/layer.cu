@@ -111,9 +111,10 @@ static int experts_f32(const struct mode_text_layer_cuda *L, const struct mode_m
         const int64_t c = r->start[e + 1] - r->start[e], s0 = r->start[e];
         if (c <= 0) continue;
         const float *gu = L->gate_up32 + (size_t)e * D * 2 * I, *dn = L->down32 + (size_t)e * I * D;
-        if ((rc = mode_gemm_cuda(c, 2 * I, D, xs + s0 * D, D, gu, L->linear32 ? D : 2 * I, L->linear32, 0.0f, hh + s0 * 2 * I, 2 * I, s, err)) ||
+        const bool lin = L->linear32_each ? L->linear32_each[e] != 0 : L->linear32;
+        if ((rc = mode_gemm_cuda(c, 2 * I, D, xs + s0 * D, D, gu, lin ? D : 2 * I, lin, 0.0f, hh + s0 * 2 * I, 2 * I, s, err)) ||
             (rc = mode_swiglu_cuda(hh + s0 * 2 * I, c, I, act + s0 * I, s, err)) ||
-            (rc = mode_gemm_cuda(c, D, I, act + s0 * I, I, dn, L->linear32 ? I : D, L->linear32, 0.0f, y + s0 * D, D, s, err)))
+            (rc = mode_gemm_cuda(c, D, I, act + s0 * I, I, dn, lin ? I : D, lin, 0.0f, y + s0 * D, D, s, err)))
             return rc;
     }
     combine_kernel<<<r->T, 256, 0, s>>>(y, r->slot, r->weights, r->k, D, out);
@@ -128,7 +129,8 @@ static int run(const struct mode_text_layer_cuda *L, const struct mode_text_rows
     const int64_t n = rows->n, D = L->d, hd = L->head_dim, qd = (int64_t)L->n_head * hd, kvd = (int64_t)L->n_head_kv * hd;
     const struct pieces p = layout(L, n);
     float *xn = (float *)(work + p.xn), *q = (float *)(work + p.q), *k = (float *)(work + p.k), *v = (float *)(work + p.v),
-          *o = (float *)(work + p.o), *logits = rows->d_logits ? rows->d_logits : (float *)(work + p.logits), *mout = (float *)(work + p.mout);
+          *o = (float *)(work + p.o), *logits = rows->d_logits ? rows->d_logits : (float *)(work + p.logits),
+          *mout = rows->d_moe_out ? rows->d_moe_out : (float *)(work + p.mout), *mx = rows->d_moe_x ? rows->d_moe_x : xn;
     uint16_t *xb = (uint16_t *)(work + p.xb);
     int32_t *order = (int32_t *)(work + p.order), *slot = (int32_t *)(work + p.slot);
     int rc;
@@ -147,8 +149,8 @@ static int run(const struct mode_text_layer_cuda *L, const struct mode_text_rows
         (rc = proj(L, n, D, qd, o, xb, true, L->wo, 1.0f, d_h, s, err)) || (rc = record(ev, 2, s, err)))
         return rc;
     /* router in f32, top-k, the routing sorted on the host */
-    if ((rc = mode_rmsnorm_cuda(d_h, L->ffn_norm, L->eps, n, D, xn, s, err)) ||
-        (rc = mode_gemm_cuda(n, L->n_expert, D, xn, D, L->router, D, true, 0.0f, logits, L->n_expert, s, err)) ||
+    if ((rc = mode_rmsnorm_cuda(d_h, L->ffn_norm, L->eps, n, D, mx, s, err)) ||
+        (rc = mode_gemm_cuda(n, L->n_expert, D, mx, D, L->router, D, true, 0.0f, logits, L->n_expert, s, err)) ||
         (rc = mode_topk_cuda(logits, n, L->n_expert, L->k, L->norm_topk, d_idx, d_w, s, err)) || (rc = record(ev, 3, s, err)))
         return rc;
     const size_t P = (size_t)n * (size_t)L->k;
@@ -158,9 +160,9 @@ static int run(const struct mode_text_layer_cuda *L, const struct mode_text_rows
     CUDA_CHECK(cudaMemcpyAsync(order, h_order, P * 4, cudaMemcpyHostToDevice, s), err);
     CUDA_CHECK(cudaMemcpyAsync(slot, h_slot, P * 4, cudaMemcpyHostToDevice, s), err);
     const struct mode_moe_route r = {(int)n, L->k, order, slot, d_w, h_start};
-    rc = L->f32      ? experts_f32(L, &r, xn, work + p.moe, mout, s, err)
-         : L->packed ? mode_qmoe_prefill_cuda(L->packed, &r, xn, work + p.moe, mout, s, err)
-                     : mode_moe_bf16_cuda(&L->experts, &r, xn, work + p.moe, mout, s, err);
+    rc = L->f32      ? experts_f32(L, &r, mx, work + p.moe, mout, s, err)
+         : L->packed ? mode_qmoe_prefill_cuda(L->packed, &r, mx, work + p.moe, mout, s, err)
+                     : mode_moe_bf16_cuda(&L->experts, &r, mx, work + p.moe, mout, s, err);
     if (rc || (rc = mode_add_cuda(d_h, mout, n * D, s, err)) || (rc = record(ev, 4, s, err))) return rc;
     /* the host buffers of the copies must outlive them */
     CUDA_CHECK(cudaStreamSynchronize(s), err);

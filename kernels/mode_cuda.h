@@ -259,12 +259,15 @@ struct mode_text_layer_cuda {
      * nn.Linear, when linear32; else the hub layout (d, 2i) and (i, d) */
     const float *gate_up32, *down32;
     bool linear32;
+    const uint8_t *linear32_each; /* f32: host (n_expert), expert e's orientation (1 nn.Linear, 0 the hub's),
+                                     overriding linear32; NULL: linear32 for every expert */
 };
 
 /* The rows: n of them in n_seg sequences [seg[s], seg[s+1]) (host), their rope angles d_ang
  * (n, head_dim/2), and optionally the query rows whose attention probabilities are summed into
  * d_colsum (mode_attention_cuda's contract); d_logits, when not NULL, receives the router's
- * logits (n, n_expert). */
+ * logits (n, n_expert); d_moe_x and d_moe_out, when not NULL, the MoE block's input (the
+ * post-attention RMSNorm's rows) and its output before the residual, (n, d) each. */
 struct mode_text_rows_cuda {
     int64_t n;
     int n_seg;
@@ -273,6 +276,7 @@ struct mode_text_rows_cuda {
     const uint8_t *d_sel;
     float *d_colsum;
     float *d_logits;
+    float *d_moe_x, *d_moe_out;
 };
 
 /* Milliseconds of the parts of the last call, when asked for (events on the stream): attn_proj

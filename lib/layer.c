@@ -32,7 +32,7 @@ static void round_bf16(const float *src, size_t n, float *dst)
 int mode_text_moe_ref(const struct mode_text_layer_cuda *L, const struct mode_moe_route *r, const float *x, float *out, struct mode_err *err)
 {
     const int64_t D = L->d, I = L->i, k = r->k, n = r->T, P = n * k;
-    const bool f32 = L->f32, lin = f32 && L->linear32;
+    const bool f32 = L->f32;
     const int32_t *order = r->order, *slot = r->slot;
     const int64_t *start = r->start;
     float *gu = f32 ? NULL : malloc(sizeof *gu * (size_t)(D * 2 * I)), *dn = f32 ? NULL : malloc(sizeof *dn * (size_t)(I * D)),
@@ -52,6 +52,7 @@ int mode_text_moe_ref(const struct mode_text_layer_cuda *L, const struct mode_mo
         const int64_t c = start[e + 1] - start[e], s0 = start[e];
         if (!c) continue;
         const float *g = gu, *d = dn;
+        const bool lin = f32 && (L->linear32_each ? L->linear32_each[e] != 0 : L->linear32);
         if (f32) g = L->gate_up32 + (size_t)e * (size_t)(D * 2 * I), d = L->down32 + (size_t)e * (size_t)(I * D);
         else {
             for (size_t z = 0; z < (size_t)(D * 2 * I); z++) gu[z] = mode_bf16_to_f32(L->experts.gate_up[(size_t)e * (size_t)(D * 2 * I) + z]);
@@ -121,13 +122,14 @@ int mode_text_layer_ref(const struct mode_text_layer_cuda *L, const struct mode_
     if ((rc = mode_attention_ref(&a, q, k, v, rows->seg, rows->n_seg, rows->d_sel, rows->d_colsum, o, err))) goto out;
     if (!L->f32) round_bf16(o, N * (size_t)qd, o);
     mode_gemm(n, D, qd, o, qd, wo, qd, true, 1.0f, h, D);
-    mode_rmsnorm_ref(h, L->ffn_norm, L->eps, n, D, xn);
+    float *mx = rows->d_moe_x ? rows->d_moe_x : xn, *mo = rows->d_moe_out ? rows->d_moe_out : mout;
+    mode_rmsnorm_ref(h, L->ffn_norm, L->eps, n, D, mx);
     float *lg = rows->d_logits ? rows->d_logits : logits;
-    mode_gemm(n, L->n_expert, D, xn, D, L->router, D, true, 0.0f, lg, L->n_expert);
+    mode_gemm(n, L->n_expert, D, mx, D, L->router, D, true, 0.0f, lg, L->n_expert);
     mode_topk_ref(lg, n, L->n_expert, L->k, L->norm_topk, idx, w);
-    rc = L->packed ? mode_qmoe_ref(L->packed, (int)n, L->k, xn, idx, w, mout, err) : dense_moe(L, n, xn, idx, w, mout, err);
+    rc = L->packed ? mode_qmoe_ref(L->packed, (int)n, L->k, mx, idx, w, mo, err) : dense_moe(L, n, mx, idx, w, mo, err);
     if (!rc)
-        for (size_t z = 0; z < N * (size_t)D; z++) h[z] += mout[z];
+        for (size_t z = 0; z < N * (size_t)D; z++) h[z] += mo[z];
 out:
     free(cq), free(ck), free(cv), free(co), free(xn), free(xb), free(q), free(k), free(v), free(o), free(logits), free(mout);
     return rc;

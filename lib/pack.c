@@ -374,7 +374,8 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
         rc = mode_err_oom(err, nd * 12, "packing");
         goto out;
     }
-    struct mode_rt_hooks hooks = {.ctx = &c, .moe = on_moe, .expert = on_expert, .attn_out = on_attn_out, .attn_weights = on_attn_weights};
+    /* without attention quantization no attn_out hook, so that the layers can run resident on a GPU */
+    struct mode_rt_hooks hooks = {.ctx = &c, .moe = on_moe, .expert = on_expert, .attn_out = qa ? on_attn_out : NULL, .attn_weights = on_attn_weights};
     for (int l = o->start_layer; l < t->n_layer && !rc; l++) {
         const bool moe = t->is_moe[l];
         L.layer = l, L.n_expert = moe ? E : 0, L.n_rtn = 0, L.zero_lost = 0, L.has_attn = qa, L.attn_rtn = false;

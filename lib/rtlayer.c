@@ -7,13 +7,15 @@
 #include <string.h>
 
 enum { B_WQ, B_WK, B_WV, B_WO, B_AN, B_QN, B_KN, B_FN, B_ROUTER, B_GU, B_DN, B_WORK, B_H, B_ANG, B_SEL, B_CS, B_LOGITS, B_W, B_IDX,
-       V_W0, V_W11 = V_W0 + 11, V_X, V_ANG, V_WORK, N_BUF };
+       B_MX, B_MO, V_W0, V_W11 = V_W0 + 11, V_X, V_ANG, V_WORK, N_BUF };
 
 struct mode_rtlayer {
     void *buf[N_BUF];
     size_t cap[N_BUF];
     float *gu, *dn; /* one expert on the host */
     size_t host_cap;
+    uint8_t *lin;   /* (n_expert) each expert's orientation */
+    int lin_cap;
     int64_t vp;     /* the vision tower's patch rows, width and MLP width (vision_begin) */
     int ve, vff;
 };
@@ -31,7 +33,7 @@ void mode_rtlayer_free(struct mode_rtlayer *g)
 {
     if (!g) return;
     for (int i = 0; i < N_BUF; i++) mode_cuda_free(g->buf[i]);
-    free(g->gu), free(g->dn);
+    free(g->gu), free(g->dn), free(g->lin);
     free(g);
 }
 
@@ -71,13 +73,16 @@ int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, c
         g->host_cap = g->gu && g->dn ? ne : 0;
         if (!g->host_cap) return mode_err_oom(err, (ne + nd) * 4, "expert weights");
     }
-    bool linear = false;
+    if (g->lin_cap < (int)E) {
+        free(g->lin);
+        g->lin_cap = (g->lin = malloc(E)) ? (int)E : 0;
+        if (!g->lin) return mode_err_oom(err, E, "expert orientations");
+    }
     for (size_t e = 0; e < E; e++) { /* one expert at a time through host memory */
         bool gt = false, dt = false;
         if ((rc = w->expert(w->ctx, (int)e, g->gu, &gt, g->dn, &dt, err))) return rc;
-        if (gt != dt || (e > 0 && gt != linear))
-            return mode_err_set(err, MODE_EINTERNAL, "resident layer: expert %zu's projections are stored in different orientations", e);
-        linear = gt;
+        if (gt != dt) return mode_err_set(err, MODE_EINTERNAL, "resident layer: expert %zu's projections are stored in different orientations", e);
+        g->lin[e] = gt;
         if ((rc = mode_cuda_upload((char *)g->buf[B_GU] + e * ne * 4, g->gu, ne * 4, err)) ||
             (rc = mode_cuda_upload((char *)g->buf[B_DN] + e * nd * 4, g->dn, nd * 4, err)))
             return rc;
@@ -85,18 +90,28 @@ int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, c
     struct mode_text_layer_cuda L = {t->n_embd, t->n_head, t->n_head_kv, t->head_dim, t->n_expert, t->n_expert_used, t->n_ff_exp,
                                      (float)t->rms_eps, t->norm_topk_prob, true, g->buf[B_WQ], g->buf[B_WK], g->buf[B_WV], g->buf[B_WO],
                                      g->buf[B_AN], g->buf[B_QN], g->buf[B_KN], g->buf[B_FN], g->buf[B_ROUTER], {0, 0, 0, NULL, NULL}, NULL,
-                                     g->buf[B_GU], g->buf[B_DN], linear};
+                                     g->buf[B_GU], g->buf[B_DN], false, g->lin};
     const size_t wb = mode_text_layer_work_bytes(&L, r->n);
     if (!wb) return mode_err_set(err, MODE_EINTERNAL, "resident layer: the layer's shape is not one the kernels take");
     if ((rc = reserve(g, B_WORK, wb, err)) || (rc = put(g, B_H, r->h, n * D * 4, err)) || (rc = put(g, B_ANG, r->ang, n * hd / 2 * 4, err)) ||
         (rc = reserve(g, B_CS, n * 4, err)) || (rc = reserve(g, B_LOGITS, n * E * 4, err)) || (rc = reserve(g, B_W, n * K * 4, err)) ||
-        (rc = reserve(g, B_IDX, n * K * 4, err)) || (r->sel && (rc = put(g, B_SEL, r->sel, n, err))))
+        (rc = reserve(g, B_IDX, n * K * 4, err)) || (r->sel && (rc = put(g, B_SEL, r->sel, n, err))) ||
+        (r->moe_x && (rc = reserve(g, B_MX, n * D * 4, err))) || (r->moe_out && (rc = reserve(g, B_MO, n * D * 4, err))))
         return rc;
-    const struct mode_text_rows_cuda rows = {r->n, r->n_seg, r->seg, g->buf[B_ANG], r->sel ? g->buf[B_SEL] : NULL, r->sel ? g->buf[B_CS] : NULL,
-                                             g->buf[B_LOGITS]};
+    const struct mode_text_rows_cuda rows = {r->n,
+                                             r->n_seg,
+                                             r->seg,
+                                             g->buf[B_ANG],
+                                             r->sel ? g->buf[B_SEL] : NULL,
+                                             r->sel ? g->buf[B_CS] : NULL,
+                                             g->buf[B_LOGITS],
+                                             r->moe_x ? g->buf[B_MX] : NULL,
+                                             r->moe_out ? g->buf[B_MO] : NULL};
     if ((rc = mode_text_layer_cuda(&L, &rows, g->buf[B_H], g->buf[B_IDX], g->buf[B_W], g->buf[B_WORK], NULL, NULL, err)) ||
         (rc = mode_cuda_download(r->logits, g->buf[B_LOGITS], n * E * 4, err)) || (rc = mode_cuda_download(r->idx, g->buf[B_IDX], n * K * 4, err)) ||
         (rc = mode_cuda_download(r->w, g->buf[B_W], n * K * 4, err)) || (r->sel && (rc = mode_cuda_download(r->colsum, g->buf[B_CS], n * 4, err))) ||
+        (r->moe_x && (rc = mode_cuda_download(r->moe_x, g->buf[B_MX], n * D * 4, err))) ||
+        (r->moe_out && (rc = mode_cuda_download(r->moe_out, g->buf[B_MO], n * D * 4, err))) ||
         (rc = mode_cuda_download(r->h, g->buf[B_H], n * D * 4, err))) /* h last: on an earlier failure it is as it was */
         return rc;
     return MODE_OK;

@@ -22,7 +22,8 @@ struct mode_rtlayer;
 
 /* One layer's weights, f32 host arrays in nn.Linear orientation (the runtime's text_layer), and
  * its experts: expert(ctx, e, gu, &gu_trans, dn, &dn_trans) fills expert e's gate_up (2i·d) and
- * down (d·i) as the runtime's expert_f32 does (trans: nn.Linear orientation, else the hub's). */
+ * down (d·i) as the runtime's expert_f32 does (trans: nn.Linear orientation, else the hub's;
+ * the same for both projections of an expert, each expert its own). */
 struct mode_rtlayer_w {
     const float *an, *fn, *wq, *wk, *wv, *wo, *qn, *kn, *router;
     int (*expert)(void *ctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err);
@@ -32,7 +33,9 @@ struct mode_rtlayer_w {
 /* The batch's rows: n of them in n_seg sequences [seg[s], seg[s + 1]), their rope angles
  * (n, head_dim/2), the query rows whose attention probabilities are summed (sel: n bytes, or
  * NULL). Outputs: h (n, d) updated in place, logits (n, n_expert), idx and w (n, k), colsum (n:
- * the raw sums over heads and selected rows, mode_attention_cuda's; unused without sel). */
+ * the raw sums over heads and selected rows, mode_attention_cuda's; unused without sel), and
+ * when not NULL moe_x and moe_out (n, d): the MoE block's normalised input and its output before
+ * the residual (what the runtime's moe hook receives). */
 struct mode_rtlayer_rows {
     int64_t n;
     int n_seg;
@@ -41,6 +44,7 @@ struct mode_rtlayer_rows {
     const uint8_t *sel;
     float *h, *logits, *w, *colsum;
     int32_t *idx;
+    float *moe_x, *moe_out;
 };
 
 int mode_rtlayer_init(struct mode_rtlayer **g, struct mode_err *err);

@@ -706,36 +706,59 @@ static int dense_mlp(const struct mode_rt *rt, struct mode_rt_batch *b, const st
 struct expert_ctx {
     const struct mode_model *m;
     int layer;
+    const struct mode_rt_hooks *hooks;
 };
 
+/* expert e's weights: the expert hook's override (nn.Linear, copied), else the checkpoint's */
 static int expert_cb(void *vctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err)
 {
     const struct expert_ctx *c = vctx;
-    return expert_f32(c->m, c->layer, e, gu, gu_trans, dn, dn_trans, err);
+    const struct mode_text_config *t = &c->m->cfg.text;
+    struct mode_rt_expert_override ov = {NULL, NULL, NULL};
+    int rc = c->hooks && c->hooks->expert ? c->hooks->expert(c->hooks->ctx, c->layer, e, &ov, err) : MODE_OK;
+    if (rc || !ov.gate_up) return rc ? rc : expert_f32(c->m, c->layer, e, gu, gu_trans, dn, dn_trans, err);
+    const size_t n = (size_t)t->n_ff_exp * (size_t)t->n_embd;
+    memcpy(gu, ov.gate_up, sizeof *gu * 2 * n), memcpy(dn, ov.down, sizeof *dn * n);
+    *gu_trans = *dn_trans = true;
+    return MODE_OK;
 }
 
 static bool resident_ok(const struct mode_rt *rt, int layer, const struct text_layer *w, const struct mode_rt_hooks *hooks)
 {
     const struct mode_model *m = rt->m;
     return rt->resident && m->cfg.text.is_moe[layer] && !m->layers[layer].qexp && !w->bq && !w->bo && w->qn && w->kn &&
-           !(hooks && (hooks->attn_out || hooks->expert || hooks->moe));
+           !(hooks && hooks->attn_out);
 }
 
 /* The layer on the GPU, the hooks served as the CPU path serves them: the attention scores of
- * each sequence (mean over heads and masked rows), then the routing. *fallback: the device had
- * no memory for it and nothing was changed: the caller runs the layer on the CPU. */
+ * each sequence (mean over heads and masked rows), the routing, the experts' overrides (for
+ * every token: one limited to some rows keeps the layer on the CPU), the MoE block's input and
+ * output. *cpu (nothing changed, the caller runs the layer on the CPU): 1 the device had no
+ * memory for it, 2 an override for some rows only. */
 static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w, const struct mode_rt_hooks *hooks,
-                          bool *fallback, struct mode_err *err)
+                          int *cpu, struct mode_err *err)
 {
     const struct mode_text_config *t = &rt->m->cfg.text;
-    const int64_t N = b->n_rows, hd = t->head_dim, E = t->n_expert, K = t->n_expert_used;
+    const int64_t N = b->n_rows, hd = t->head_dim, E = t->n_expert, K = t->n_expert_used, D = t->n_embd;
+    for (int e = 0; hooks && hooks->expert && e < E; e++) {
+        struct mode_rt_expert_override ov = {NULL, NULL, NULL};
+        int rc = hooks->expert(hooks->ctx, layer, e, &ov, err);
+        if (rc) return rc;
+        if (ov.gate_up && ov.rows) {
+            *cpu = 2;
+            return MODE_OK;
+        }
+    }
+    const bool want_moe = hooks && hooks->moe;
     float *ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations"), *logits = xcalloc((size_t)(N * E), sizeof(float), err, "router logits"),
           *wts = xcalloc((size_t)(N * K), sizeof(float), err, "routing"), *colsum = xcalloc((size_t)N, sizeof(float), err, "attention scores");
+    float *mx = want_moe ? xcalloc((size_t)(N * D), sizeof(float), err, "activations") : NULL,
+          *mo = want_moe ? xcalloc((size_t)(N * D), sizeof(float), err, "activations") : NULL;
     int32_t *idx = xcalloc((size_t)(N * K), sizeof(int32_t), err, "routing");
     int64_t *seg = xcalloc((size_t)b->n_seq + 1, sizeof(int64_t), err, "sequences");
     uint8_t *sel = NULL;
     int rc = MODE_OK;
-    if (!ang || !logits || !wts || !colsum || !idx || !seg) {
+    if (!ang || !logits || !wts || !colsum || !idx || !seg || (want_moe && (!mx || !mo))) {
         rc = err->code;
         goto out;
     }
@@ -751,11 +774,11 @@ static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer
         }
         memcpy(sel + b->seq[i].row, rows, (size_t)b->seq[i].n_tok);
     }
-    struct expert_ctx ec = {rt->m, layer};
+    struct expert_ctx ec = {rt->m, layer, hooks};
     const struct mode_rtlayer_w rw = {w->an, w->fn, w->wq, w->wk, w->wv, w->wo, w->qn, w->kn, w->router, expert_cb, &ec};
-    const struct mode_rtlayer_rows rr = {N, b->n_seq, seg, ang, sel, b->h, logits, wts, colsum, idx};
+    const struct mode_rtlayer_rows rr = {N, b->n_seq, seg, ang, sel, b->h, logits, wts, colsum, idx, mx, mo};
     if ((rc = mode_rtlayer_run(rt->resident, t, &rw, &rr, err))) {
-        *fallback = rc == MODE_EUNAVAILABLE;
+        if (rc == MODE_EUNAVAILABLE) *cpu = 1;
         goto out;
     }
     rt->n_resident++;
@@ -765,8 +788,9 @@ static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer
         if (rows && (rc = attn_scores(hooks, layer, i, rows, q->n_tok, t->n_head, colsum + q->row, err))) goto out;
     }
     if (hooks && hooks->router) rc = hooks->router(hooks->ctx, layer, b, logits, idx, wts, err);
+    if (!rc && want_moe) rc = hooks->moe(hooks->ctx, layer, b, mx, idx, wts, mo, err);
 out:
-    free(ang), free(logits), free(wts), free(colsum), free(idx), free(seg), free(sel);
+    free(ang), free(logits), free(wts), free(colsum), free(idx), free(seg), free(sel), free(mx), free(mo);
     return rc;
 }
 
@@ -789,11 +813,11 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
     memset(&s, 0, sizeof s);
     bool done = false;
     if (resident_ok(rt, layer, &w, hooks)) {
-        bool fallback = false;
-        rc = resident_layer(rt, b, layer, &w, hooks, &fallback, err);
-        if (fallback) /* no device memory: the CPU path, b->h untouched */
+        int cpu = 0;
+        rc = resident_layer(rt, b, layer, &w, hooks, &cpu, err);
+        if (cpu == 1) /* no device memory: the CPU path, b->h untouched */
             rt->n_resident_fallback++, rc = MODE_OK, mode_err_clear(err);
-        else done = true;
+        else if (!cpu) done = true;
     }
     if (!done) rc = attention(rt, b, layer, &w, &s, hooks, err);
     if (!rc && !done) {

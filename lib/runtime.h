@@ -127,8 +127,10 @@ void mode_rt_free(struct mode_rt *rt);
 /* MODE_DEVICE_CUDA: the experts of packed MoE layers run on the GPU through the packed kernels
  * (rtmoe.h; layers they cannot take, and layers whose experts a hook overrides, stay on the CPU),
  * and the MoE layers of a full-precision checkpoint run whole on the GPU in f32 (rtlayer.h) when
- * no hook needs their insides (attn_out, expert and moe hooks keep a layer on the CPU; router,
- * attention-score and attention-weight hooks are served) and the layer has no attention bias;
+ * no hook needs the attention's insides (an attn_out hook keeps a layer on the CPU, and so does
+ * an expert override limited to some rows; router, attention-score, attention-weight, moe and
+ * whole-expert override hooks are served, the expert hook then called for every expert, more
+ * than once) and the layer has no attention bias;
  * the vision tower's blocks too, whatever the checkpoint and the hooks (its patch embedding and
  * mergers stay on the CPU);
  * MODE_RT_RESIDENT=0 in the environment turns the latter off. A resident layer the device has no

@@ -34,7 +34,7 @@ static const char usage_text[] =
     "      --all              also the modality-blind sensitivity (every token quantized)\n"
     "      --samples N        only the first N samples\n"
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
-    "      --device D         cpu, cuda (the large matrix products through cuBLAS)\n"
+    "      --device D         cpu, cuda (the MoE layers' forward passes on the GPU)\n"
     "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
     "  -h, --help             this text;  -V, --version  the version\n"

@@ -106,8 +106,8 @@ static int cpu_row(const struct host *h, double *ms, struct mode_err *err)
         for (int r = 0; r < n; r++) sel[r] = r % 10 < 3;
         const int64_t seg[2] = {0, n};
         struct mode_text_layer_cuda L = {D, NH, NKV, HD, E, K, I, 1e-6f, true, true, wq, wk, wv, wo, h->an, h->qn, h->kn, h->fn, h->router,
-                                         {0, 0, 0, NULL, NULL}, NULL, gu, dn, false};
-        const struct mode_text_rows_cuda rows = {n, 1, seg, ang, sel, cs, NULL};
+                                         {0, 0, 0, NULL, NULL}, NULL, gu, dn, false, NULL};
+        const struct mode_text_rows_cuda rows = {n, 1, seg, ang, sel, cs, NULL, NULL, NULL};
         const double t0 = now();
         rc = mode_text_layer_ref(&L, &rows, x, idx, w, err);
         *ms = (now() - t0) * 1e3;
@@ -231,7 +231,7 @@ int main(int argc, char **argv)
     for (int q = 0; q < 2 && !rc; q++) {
         struct gpu g;
         rc = gpu_make(&h, q == 1, &g, &err);
-        const struct mode_text_rows_cuda rows = {(int64_t)n, NSEQ, seg, g.ang, g.sel, g.cs, NULL};
+        const struct mode_text_rows_cuda rows = {(int64_t)n, NSEQ, seg, g.ang, g.sel, g.cs, NULL, NULL, NULL};
         for (int it = -1; it < reps && !rc; it++) {
             struct mode_text_layer_times t;
             rc = mode_cuda_upload(g.h, h0, (size_t)n * D * 4, &err); /* the same input each time: the same routing */

@@ -2,7 +2,8 @@
 # The filters' --device cuda paths without a GPU: the same filters linked against the host double
 # of the CUDA entry points (kernels/host/host.c: every entry its C reference on host memory), so
 # that what runs is the GPU paths' glue — mode_rt_device, the resident layers and vision blocks
-# (lib/rtlayer.c, kernels/layer.cu compiled by g++), the fallbacks when the device has no memory,
+# (lib/rtlayer.c, kernels/layer.cu compiled by g++) with the hooks they serve (pack's and
+# sensitivity's captures and expert overrides), the fallbacks when the device has no memory,
 # GPTQ's device dispatch — composed of the references. The CPU path computes the same references
 # in the same order, so the outputs must be identical to the byte (timings aside); a filter that
 # left the GPU unused would pass these comparisons, which is why runs with no device memory
@@ -51,6 +52,7 @@ is "$rc" 0 "pack --device cuda runs"
 same_file "$T/pk-cpu/model.safetensors" "$T/pk-gpu/model.safetensors" "pack: the checkpoint = the CPU's, to the byte"
 MODE_HOST_DEVICE_MB=0 run "$H/mode-pack" --device cuda --samples 60 -m "$E/model" -a "$T/u3.ms" -o "$T/pk-gpu0" "$T/calib.ms"
 has "$T/err" "the vision blocks of 1 batches ran on the CPU" "pack: the vision blocks were resident (without device memory they fall back)"
+has "$T/err" "8 of 8 MoE layer passes ran on the CPU" "pack: both passes of each MoE layer were resident (the hooks served)"
 
 # sensitivity (layer metric: the quick one)
 mode-sensitivity --device cpu --metric layer --samples 60 -m "$E/model" -o "$T/s-cpu.ms" "$T/calib.ms"
@@ -60,6 +62,14 @@ mode-cat --values "$T/s-cpu.ms" | untimed >"$T/s-cpu.u" && mode-cat --values "$T
 same_file "$T/s-cpu.u" "$T/s-gpu.u" "sensitivity: the table = the CPU's"
 MODE_HOST_DEVICE_MB=0 run "$H/mode-sensitivity" --device cuda --metric layer --samples 60 -m "$E/model" -o "$T/s-gpu0.ms" "$T/calib.ms"
 has "$T/err" "vision blocks of" "sensitivity: the vision blocks were resident (without device memory they fall back)"
+has "$T/err" "4 of 4 MoE layer passes ran on the CPU" "sensitivity: the capturing pass of each MoE layer was resident"
+# sensitivity, KL metric: the overridden layer on the CPU (an override for some rows), the
+# layers after it resident
+mode-sensitivity --device cpu --metric kl --bits 2 --samples 60 --layers 2-3 -m "$E/model" -o "$T/k-cpu.ms" "$T/calib.ms"
+"$H/mode-sensitivity" --device cuda --metric kl --bits 2 --samples 60 --layers 2-3 -m "$E/model" -o "$T/k-gpu.ms" "$T/calib.ms"
+mode-cat --values "$T/k-cpu.ms" | untimed >"$T/k-cpu.u" && mode-cat --values "$T/k-gpu.ms" | untimed >"$T/k-gpu.u"
+same_file "$T/k-cpu.u" "$T/k-gpu.u" "sensitivity --metric kl: the table = the CPU's"
+
 # mode-bench: the harness (pools, cold copies, baseline, the mixed comparison) on a small layer;
 # its numbers are the host's times of the references and are not looked at
 mode-cat -J -o "$T/alloc.ms" "$MODE_FIXTURES/streams/alloc.jsonl"

@@ -82,9 +82,10 @@ static void *dup(const void *h, size_t n, struct mode_err *err)
     return d;
 }
 
-static const char *const mode_name[] = {"bf16 dense", "bf16 packed", "f32 hub", "f32 linear"};
+static const char *const mode_name[] = {"bf16 dense", "bf16 packed", "f32 hub", "f32 linear", "f32 mixed"};
 
-/* mode: 0 bf16 dense experts, 1 packed, 2 f32 (experts in the hub layout), 3 f32 (nn.Linear) */
+/* mode: 0 bf16 dense experts, 1 packed, 2 f32 (experts in the hub layout), 3 f32 (nn.Linear),
+ * 4 f32 (odd experts nn.Linear, even ones the hub's: linear32_each) */
 static void one(int mode)
 {
     const bool packed = mode == 1, f32 = mode >= 2;
@@ -113,11 +114,14 @@ static void one(int mode)
     L.experts = hd.L, L.packed = packed ? &hp.L : NULL, L.f32 = f32, L.linear32 = mode == 3;
     /* f32: the same values as f32 arrays; experts transposed per expert for nn.Linear */
     float *fq = NULL, *fk = NULL, *fv = NULL, *fo = NULL, *fgu = NULL, *fdn = NULL;
+    uint8_t lin_each[E];
+    for (int e = 0; e < E; e++) lin_each[e] = (uint8_t)(e & 1);
+    if (mode == 4) L.linear32_each = lin_each;
     if (f32) {
         fq = widen(wq, (size_t)qd * D), fk = widen(wk, (size_t)kvd * D), fv = widen(wv, (size_t)kvd * D), fo = widen(wo, (size_t)D * qd);
         fgu = widen(hd.gu, (size_t)E * D * 2 * I), fdn = widen(hd.dn, (size_t)E * I * D);
-        if (mode == 3)
-            for (int e = 0; e < E; e++) {
+        for (int e = 0; e < E; e++)
+            if (mode == 3 || (mode == 4 && lin_each[e])) {
                 transpose(fgu + (size_t)e * D * 2 * I, D, 2 * I);
                 transpose(fdn + (size_t)e * I * D, I, D);
             }
@@ -126,9 +130,23 @@ static void one(int mode)
     float *h_ref = malloc(sizeof *h_ref * (size_t)n * D), *w_ref = malloc(sizeof *w_ref * (size_t)n * K), *cs_ref = malloc(sizeof *cs_ref * (size_t)n);
     int32_t *i_ref = malloc(sizeof *i_ref * (size_t)n * K);
     memcpy(h_ref, h0, sizeof *h_ref * (size_t)n * D);
-    struct mode_text_rows_cuda rows = {n, n_seg, seg, ang, sel, cs_ref, NULL};
+    float *mx_ref = malloc(sizeof *mx_ref * (size_t)n * D), *mo_ref = malloc(sizeof *mo_ref * (size_t)n * D);
+    struct mode_text_rows_cuda rows = {n, n_seg, seg, ang, sel, cs_ref, NULL, mx_ref, mo_ref};
     int rc = mode_text_layer_ref(&L, &rows, h_ref, i_ref, w_ref, &err);
     ok(!rc, "%s: reference %s", mode_name[mode], rc ? err.msg : "");
+    if (mode == 4) { /* the same experts all in the hub layout: the same layer */
+        struct mode_text_layer_cuda Lh = L;
+        float *hgu = widen(hd.gu, (size_t)E * D * 2 * I), *hdn = widen(hd.dn, (size_t)E * I * D), *hh = malloc(sizeof *hh * (size_t)n * D),
+              *hw = malloc(sizeof *hw * (size_t)n * K), *hcs = malloc(sizeof *hcs * (size_t)n);
+        int32_t *hi = malloc(sizeof *hi * (size_t)n * K);
+        Lh.gate_up32 = hgu, Lh.down32 = hdn, Lh.linear32 = false, Lh.linear32_each = NULL;
+        memcpy(hh, h0, sizeof *hh * (size_t)n * D);
+        struct mode_text_rows_cuda hrows = {n, n_seg, seg, ang, sel, hcs, NULL, NULL, NULL};
+        const int hrc = mode_text_layer_ref(&Lh, &hrows, hh, hi, hw, &err);
+        const double e = hrc ? INFINITY : rel(h_ref, hh, (size_t)(n * D));
+        ok(e <= 1e-6, "%s: the reference's layer = the hub layout's (rel %.2g)", mode_name[mode], e);
+        free(hgu), free(hdn), free(hh), free(hw), free(hcs), free(hi);
+    }
     /* the GPU */
     struct mode_qmoe_layer dp;
     void *dqw = NULL, *dqz = NULL, *dsc = NULL, *doff = NULL, *dbits = NULL;
@@ -155,7 +173,10 @@ static void one(int mode)
     const size_t wb = mode_text_layer_work_bytes(&G, n);
     void *d_work = NULL;
     rc = wb ? mode_cuda_malloc(&d_work, wb, &err) : mode_err_set(&err, MODE_EUSAGE, "no work size");
-    struct mode_text_rows_cuda drows = {n, n_seg, seg, d_ang, d_sel, d_cs, NULL};
+    float *poison_nd = malloc(sizeof *poison_nd * (size_t)n * D);
+    for (int64_t z = 0; z < n * D; z++) poison_nd[z] = NAN;
+    float *d_mx = dup(poison_nd, sizeof *poison_nd * (size_t)n * D, &err), *d_mo = dup(poison_nd, sizeof *poison_nd * (size_t)n * D, &err);
+    struct mode_text_rows_cuda drows = {n, n_seg, seg, d_ang, d_sel, d_cs, NULL, d_mx, d_mo};
     struct mode_text_layer_times t;
     if (!rc) rc = mode_text_layer_cuda(&G, &drows, d_h, d_i, d_w, d_work, &t, NULL, &err);
     ok(!rc, "%s: mode_text_layer_cuda %s", mode_name[mode], rc ? err.msg : "");
@@ -165,12 +186,19 @@ static void one(int mode)
     if (!rc) rc = mode_cuda_download(i_gpu, d_i, sizeof *i_gpu * (size_t)n * K, &err);
     if (!rc) rc = mode_cuda_download(w_gpu, d_w, sizeof *w_gpu * (size_t)n * K, &err);
     if (!rc) rc = mode_cuda_download(cs_gpu, d_cs, sizeof *cs_gpu * (size_t)n, &err);
+    float *mx_gpu = malloc(sizeof *mx_gpu * (size_t)n * D), *mo_gpu = malloc(sizeof *mo_gpu * (size_t)n * D);
+    if (!rc) rc = mode_cuda_download(mx_gpu, d_mx, sizeof *mx_gpu * (size_t)n * D, &err);
+    if (!rc) rc = mode_cuda_download(mo_gpu, d_mo, sizeof *mo_gpu * (size_t)n * D, &err);
     if (!rc) {
         int64_t same = 0;
-        double num = 0, den = 0, wnum = 0, wden = 0;
+        double num = 0, den = 0, wnum = 0, wden = 0, onum = 0, oden = 0;
         for (int64_t r = 0; r < n; r++) {
             if (memcmp(i_gpu + r * K, i_ref + r * K, sizeof *i_gpu * K)) continue;
             same++;
+            for (int c = 0; c < D; c++) {
+                const double d = (double)mo_gpu[r * D + c] - mo_ref[r * D + c];
+                onum += d * d, oden += (double)mo_ref[r * D + c] * mo_ref[r * D + c];
+            }
             for (int c = 0; c < D; c++) {
                 const double dg = (double)h_gpu[r * D + c] - h0[r * D + c], dr = (double)h_ref[r * D + c] - h0[r * D + c];
                 num += (dg - dr) * (dg - dr), den += dr * dr;
@@ -185,10 +213,16 @@ static void one(int mode)
         ok(same * 100 >= n * 99, "%s: routing equal on %lld of %lld rows", mode_name[mode], (long long)same, (long long)n);
         ok(e_h <= tol, "%s: layer update rel %.2g (tol %g)", mode_name[mode], e_h, tol);
         ok(e_w <= 1e-5, "%s: routing weights rel %.2g", mode_name[mode], e_w);
+        /* the MoE block's input: the post-attention norm of rows the attention made alike to the
+         * update's tolerance; its output on the rows routed alike, the same */
+        const double e_mx = rel(mx_gpu, mx_ref, (size_t)(n * D)), e_mo = isnan(onum) ? INFINITY : sqrt(onum / oden);
+        ok(e_mx <= tol, "%s: the MoE input rel %.2g (tol %g)", mode_name[mode], e_mx, tol);
+        ok(e_mo <= tol, "%s: the MoE output rel %.2g (tol %g)", mode_name[mode], e_mo, tol);
         const double e_c = rel(cs_gpu, cs_ref, (size_t)n);
         ok(e_c <= 1e-4, "%s: attention column sums rel %.2g", mode_name[mode], e_c);
         ok(t.total > 0 && t.attn_proj >= 0 && t.moe >= 0, "%s: part times %.3f ms in all", mode_name[mode], t.total);
     }
+    mode_cuda_free(d_mx), mode_cuda_free(d_mo), free(poison_nd), free(mx_ref), free(mo_ref), free(mx_gpu), free(mo_gpu);
     mode_cuda_free(d_work), mode_cuda_free(d_h), mode_cuda_free(d_ang), mode_cuda_free(d_w), mode_cuda_free(d_cs), mode_cuda_free(d_i);
     mode_cuda_free(d_sel), mode_cuda_free((void *)G.wq), mode_cuda_free((void *)G.wk), mode_cuda_free((void *)G.wv), mode_cuda_free((void *)G.wo);
     mode_cuda_free((void *)G.attn_norm), mode_cuda_free((void *)G.q_norm), mode_cuda_free((void *)G.k_norm), mode_cuda_free((void *)G.ffn_norm);
@@ -254,7 +288,7 @@ int main(void)
     struct mode_err err;
     if (!mode_cuda_built()) tap_skip_all("built without CUDA");
     if (mode_cuda_available(&err)) tap_skip_all(err.msg);
-    for (int mode = 0; mode < 4; mode++) one(mode);
+    for (int mode = 0; mode < 5; mode++) one(mode);
     vision();
     /* argument checks */
     struct mode_text_layer_cuda bad = {D, NH, 3, HD, E, K, I, 1e-6f, true, .wq = NULL};

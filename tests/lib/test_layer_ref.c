@@ -130,8 +130,8 @@ int main(void)
               *qn = f32(lw->q_norm), *kn = f32(lw->k_norm), *router = f32(lw->router), *gua = f32(lw->gate_up), *dna = f32(lw->down);
         const bool linear = m.layout == MODE_EXPERTS_V5;
         struct mode_text_layer_cuda L = {(int)D, t->n_head, t->n_head_kv, (int)hd, (int)NE, (int)K, (int)I, (float)t->rms_eps, t->norm_topk_prob, true,
-                                         wq, wk, wv, wo, an, qn, kn, fn, router, {0, 0, 0, NULL, NULL}, NULL, gua, dna, linear};
-        const struct mode_text_rows_cuda rows = {N, b.n_seq, seg, ang, sel, cs, lg};
+                                         wq, wk, wv, wo, an, qn, kn, fn, router, {0, 0, 0, NULL, NULL}, NULL, gua, dna, linear, NULL};
+        const struct mode_text_rows_cuda rows = {N, b.n_seq, seg, ang, sel, cs, lg, NULL, NULL};
         rc = mode_text_layer_ref(&L, &rows, h, idx, w, &err);
         ok(!rc, "layer %d: the reference %s", l, rc ? err.msg : "");
         /* the runtime's deepstack addition after the first layers */
