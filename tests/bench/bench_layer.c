@@ -284,26 +284,32 @@ int main(int argc, char **argv)
     const double patches = 1024.0 * NSEQ, vflop = 27 * (patches * 2 * (4.0 * 1152 * 1152 + 2.0 * 1152 * 4304) + NSEQ * 4.0 * 1024 * 1024 * 1152);
     const double vision_s = vflop / (fl[4] / layer_s);
     const double trace = N_LAYER * layer_s + vision_s;
-    const double sens_layer = N_LAYER * (layer_s + N_BITS * moe_s) + vision_s;
-    const double sens_kl = (double)E * N_BITS * (N_LAYER * (N_LAYER + 1) / 2.0) * layer_s + vision_s;
-    const double pack = gptq_ms > 0 ? N_LAYER * (layer_s + (hess_ms > 0 ? hess_ms / 1e3 : 0) + gptq_ms / 1e3) + vision_s : -1;
+    /* the layer metric: the capturing pass, then each expert at full precision and at each width
+     * over its tokens (1 + N_BITS expert passes); the KL metric: per expert, width and modality
+     * (text, vision) the layers from the quantized one to the last; pack: two passes per layer
+     * (capture, then through the quantized experts) */
+    const double sens_layer = N_LAYER * (layer_s + (1 + N_BITS) * moe_s) + vision_s;
+    const double sens_kl = (double)E * N_BITS * 2 * (N_LAYER * (N_LAYER + 1) / 2.0) * layer_s + vision_s;
+    const double pack = gptq_ms > 0 ? N_LAYER * (2 * layer_s + (hess_ms > 0 ? hess_ms / 1e3 : 0) + gptq_ms / 1e3) + vision_s : -1;
     const double eval = N_LAYER * layer_s + vision_s;
-    printf("  %-58s %10.1f\n", "vision tower per stage, at the f32 layer's rate (*)", vision_s);
-    printf("  %-58s %10.1f\n", "mode-route-trace: 48 layer passes + vision", trace);
-    printf("  %-58s %10.1f\n", "mode-sensitivity --metric layer: 48 x (pass + 3 x experts)", sens_layer);
-    printf("  %-58s %10.0f\n", "mode-sensitivity --metric kl: 128 x 3 x 1176 layer passes", sens_kl);
-    if (pack > 0) printf("  %-58s %10.1f\n", "mode-pack: 48 x (pass + Hessians + GPTQ of 128 experts)", pack);
-    else printf("  %-58s %10s\n", "mode-pack: needs bench_gptq's times (arguments 2, 3)", "-");
-    printf("  %-58s %10.1f\n", "mode-eval: 48 layer passes + vision", eval);
+    printf("  %-66s %10.1f\n", "vision tower per stage, at the f32 layer's rate (*)", vision_s);
+    printf("  %-66s %10.1f\n", "mode-route-trace: 48 layer passes + vision", trace);
+    printf("  %-66s %10.1f\n", "mode-sensitivity --metric layer: 48 x (pass + 4 x experts) (+)", sens_layer);
+    printf("  %-66s %10.0f\n", "mode-sensitivity --metric kl: 128 x 3 x 2 x 1176 layer passes (+)", sens_kl);
+    if (pack > 0) printf("  %-66s %10.1f\n", "mode-pack: 48 x (2 passes + Hessians + GPTQ of 128 experts)", pack);
+    else printf("  %-66s %10s\n", "mode-pack: needs bench_gptq's times (arguments 2, 3)", "-");
+    printf("  %-66s %10.1f\n", "mode-eval: 48 layer passes + vision", eval);
     if (pack > 0) {
         const double total = trace + sens_layer + pack + eval;
-        printf("  %-58s %10.1f  (%.1f min; goal 30)\n", "total with --metric layer", total, total / 60);
-        printf("  %-58s %10.0f  (%.1f h)\n", "total with --metric kl", trace + sens_kl + pack + eval, (trace + sens_kl + pack + eval) / 3600);
+        printf("  %-66s %10.1f  (%.1f min; goal 30)\n", "total with --metric layer", total, total / 60);
+        printf("  %-66s %10.0f  (%.1f h)\n", "total with --metric kl", trace + sens_kl + pack + eval, (trace + sens_kl + pack + eval) / 3600);
     }
     printf("  (*) its flops (1024 patches a sample) at that rate: its blocks run resident in f32, its patch embedding and mergers\n"
            "      on the CPU with their products offloaded.\n");
+    printf("  (+) lower bounds: the layer metric's expert passes counted at the resident layer's expert rate, though they run\n"
+           "      as cuBLAS products staged from host memory with RTN on the CPU; in a KL re-run the quantized layer itself\n"
+           "      (its expert overridden for one modality's tokens) runs on the CPU, counted here at the GPU's rate.\n");
     printf("  Not counted: the checkpoint's ~61 GB read and upload per stage (disk-bound: ~30 s each at 2 GB/s),\n"
-           "  mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds: bench_ilp), the lm_head; experts quantized per width\n"
-           "  (RTN) inside the sensitivity sweep counted as one expert pass each.\n");
+           "  mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds: bench_ilp), the lm_head.\n");
     return 0;
 }
