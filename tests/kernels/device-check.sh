@@ -88,6 +88,12 @@ done
     mode-cat --values $W/trace-cuda.ms | sed 1d | grep -o '"experts":{[^}]*}' >$W/t2 2>>"$L" &&
     echo "route-trace experts, cpu vs resident: $(wc -l <$W/t1) and $(wc -l <$W/t2) records, $(diff $W/t1 $W/t2 | grep -c '^<') differ" >>"$summary" &&
     diff $W/t1 $W/t2 | head -c 4000 >>"$L"
+# sensitivity (layer metric) with its capturing passes resident, against the CPU's
+step sens_cpu 120 mode-sensitivity --device cpu --metric layer --samples 60 -m $E/model -o $W/sens-cpu.ms $W/calib.ms
+step sens_cuda 120 mode-sensitivity --device cuda --metric layer --samples 60 -m $E/model -o $W/sens-cuda.ms $W/calib.ms
+[ -s $W/sens-cuda.ms ] && mode-cat --values $W/sens-cpu.ms | sed '1d;$d' >$W/s1 && mode-cat --values $W/sens-cuda.ms | sed '1d;$d' >$W/s2 &&
+    echo "sensitivity --metric layer, cpu vs cuda: $(cmp -s $W/s1 $W/s2 && echo identical || echo "$(diff $W/s1 $W/s2 | grep -c '^<') of $(wc -l <$W/s1) layer records differ (f32 rounding?)")" >>"$summary" &&
+    diff $W/s1 $W/s2 | head -c 3000 >>"$L"
 mode-cat -J -o $W/alloc.ms tests/fixtures/streams/alloc.jsonl
 step mode_bench_small 60 mode-bench --alloc $W/alloc.ms --layer 1 --experts 16 --topk 2 --hidden 128 --width 96 --group 32 --iters 5 --pool 4 \
     --bits 2,3,4,16,mixed --tokens 1,100
