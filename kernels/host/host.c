@@ -6,10 +6,9 @@
  * references' composition, to be compared with the reference of the whole (mode_text_layer_ref,
  * the CPU runtime). It checks the glue — shapes, strides, buffer layouts, aliasing, the order of
  * the steps, the copies, the fallbacks — never a kernel: the kernels' own tests do that on a GPU.
- * GPTQ from host rows runs mode_gptq_rows on the CPU; the timing entry points time the
- * references with the host's clock (so that the benchmarks' harnesses run: their numbers say
- * nothing about a GPU); GPTQ on device arrays and the Hessians are not doubled: they return
- * MODE_EUNAVAILABLE saying so. Linked by the Makefile into build/host/ (make check). */
+ * GPTQ runs mode_gptq_ref (from host rows: mode_gptq_rows on the CPU), the Hessians a double
+ * GEMM; the timing entry points time the references with the host's clock (so that the
+ * benchmarks' harnesses run: their numbers say nothing about a GPU). Linked by the Makefile into build/host/ (make check). */
 #include "../mode_cuda.h"
 
 #include "../../lib/attn.h"
@@ -19,6 +18,8 @@
 #include "../../lib/ops.h"
 #include "../../lib/qmoe.h"
 
+#include <cblas.h>
+#undef I /* complex.h's, through OpenBLAS's cblas.h */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,15 +367,21 @@ int mode_cuda_props(size_t *l2_bytes, size_t *mem_bytes, int *n_sm, struct mode_
     if (n_sm) *n_sm = ncpu > 0 ? (int)ncpu : 1;
     return MODE_OK;
 }
+/* "device" arrays are host arrays: the batch as the reference runs it */
 int mode_gptq_cuda(struct mode_gptq_batch *b, void *stream, struct mode_err *err)
 {
-    (void)b, (void)stream;
-    return NOT_DOUBLED(err, "mode_gptq_cuda");
+    (void)stream;
+    return mode_gptq_ref(b, err);
 }
+/* H = alpha · XᵀX in double, both triangles, through Xd (X widened) */
 int mode_hessian_cuda(const float *d_X, int64_t rows, int64_t cols, double alpha, double *d_Xd, double *d_H, void *stream, struct mode_err *err)
 {
-    (void)d_X, (void)rows, (void)cols, (void)alpha, (void)d_Xd, (void)d_H, (void)stream;
-    return NOT_DOUBLED(err, "mode_hessian_cuda");
+    (void)stream;
+    if (rows < 1 || cols < 1) return mode_err_set(err, MODE_EUSAGE, "mode_hessian_cuda: %lld x %lld rows", (long long)rows, (long long)cols);
+    for (size_t z = 0; z < (size_t)(rows * cols); z++) d_Xd[z] = d_X[z];
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)cols, (blasint)cols, (blasint)rows, alpha, d_Xd, (blasint)cols, d_Xd,
+                (blasint)cols, 0.0, d_H, (blasint)cols);
+    return MODE_OK;
 }
 /* the whole job on the CPU: mode_gptq_rows's own path (its Hessians and scratch allocated there) */
 int mode_gptq_rows_cuda(struct mode_gptq_batch *b, const float *const *X, const int64_t *n_x, struct mode_err *err)
