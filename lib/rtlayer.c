@@ -7,13 +7,11 @@
 #include <string.h>
 
 enum { B_WQ, B_WK, B_WV, B_WO, B_AN, B_QN, B_KN, B_FN, B_ROUTER, B_GU, B_DN, B_WORK, B_H, B_ANG, B_SEL, B_CS, B_LOGITS, B_W, B_IDX,
-       B_MX, B_MO, V_W0, V_W11 = V_W0 + 11, V_X, V_ANG, V_WORK, N_BUF };
+       B_MX, B_MO, B_RAW, V_W0, V_W11 = V_W0 + 11, V_X, V_ANG, V_WORK, N_BUF };
 
 struct mode_rtlayer {
     void *buf[N_BUF];
     size_t cap[N_BUF];
-    float *gu, *dn; /* one expert on the host */
-    size_t host_cap;
     uint8_t *lin;   /* (n_expert) each expert's orientation */
     int lin_cap;
     int64_t vp;     /* the vision tower's patch rows, width and MLP width (vision_begin) */
@@ -33,7 +31,7 @@ void mode_rtlayer_free(struct mode_rtlayer *g)
 {
     if (!g) return;
     for (int i = 0; i < N_BUF; i++) mode_cuda_free(g->buf[i]);
-    free(g->gu), free(g->dn), free(g->lin);
+    free(g->lin);
     free(g);
 }
 
@@ -54,6 +52,15 @@ static int put(struct mode_rtlayer *g, int i, const void *src, size_t n, struct 
     return rc ? rc : mode_cuda_upload(g->buf[i], src, n, err);
 }
 
+/* n values of type t at src (host) into f32 d_dst: copied, or through B_RAW and widened there */
+static int put_f32(struct mode_rtlayer *g, float *d_dst, const void *src, enum mode_dtype t, size_t n, struct mode_err *err)
+{
+    if (t == MODE_F32) return mode_cuda_upload(d_dst, src, n * 4, err);
+    if (t != MODE_BF16 && t != MODE_F16) return mode_err_set(err, MODE_EDATA, "resident layer: experts of type %s", mode_dtype_name(t));
+    int rc = put(g, B_RAW, src, n * 2, err);
+    return rc ? rc : mode_convert_cuda(t, g->buf[B_RAW], n, d_dst, NULL, err); /* ordered before the next upload (default stream) */
+}
+
 int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, const struct mode_rtlayer_w *w, const struct mode_rtlayer_rows *r,
                      struct mode_err *err)
 {
@@ -67,24 +74,17 @@ int mode_rtlayer_run(struct mode_rtlayer *g, const struct mode_text_config *t, c
         (rc = put(g, B_KN, w->kn, hd * 4, err)) || (rc = put(g, B_FN, w->fn, D * 4, err)) || (rc = put(g, B_ROUTER, w->router, E * D * 4, err)) ||
         (rc = reserve(g, B_GU, E * ne * 4, err)) || (rc = reserve(g, B_DN, E * nd * 4, err)))
         return rc;
-    if (g->host_cap < ne) {
-        free(g->gu), free(g->dn);
-        g->gu = malloc(sizeof *g->gu * ne), g->dn = malloc(sizeof *g->dn * nd);
-        g->host_cap = g->gu && g->dn ? ne : 0;
-        if (!g->host_cap) return mode_err_oom(err, (ne + nd) * 4, "expert weights");
-    }
     if (g->lin_cap < (int)E) {
         free(g->lin);
         g->lin_cap = (g->lin = malloc(E)) ? (int)E : 0;
         if (!g->lin) return mode_err_oom(err, E, "expert orientations");
     }
-    for (size_t e = 0; e < E; e++) { /* one expert at a time through host memory */
-        bool gt = false, dt = false;
-        if ((rc = w->expert(w->ctx, (int)e, g->gu, &gt, g->dn, &dt, err))) return rc;
-        if (gt != dt) return mode_err_set(err, MODE_EINTERNAL, "resident layer: expert %zu's projections are stored in different orientations", e);
-        g->lin[e] = gt;
-        if ((rc = mode_cuda_upload((char *)g->buf[B_GU] + e * ne * 4, g->gu, ne * 4, err)) ||
-            (rc = mode_cuda_upload((char *)g->buf[B_DN] + e * nd * 4, g->dn, nd * 4, err)))
+    for (size_t e = 0; e < E; e++) { /* one expert at a time, in its stored type */
+        struct mode_rtlayer_expert x = {NULL, NULL, MODE_F32, MODE_F32, false};
+        if ((rc = w->expert(w->ctx, (int)e, &x, err))) return rc;
+        g->lin[e] = x.trans;
+        if ((rc = put_f32(g, (float *)g->buf[B_GU] + e * ne, x.gu, x.gu_t, ne, err)) ||
+            (rc = put_f32(g, (float *)g->buf[B_DN] + e * nd, x.dn, x.dn_t, nd, err)))
             return rc;
     }
     struct mode_text_layer_cuda L = {t->n_embd, t->n_head, t->n_head_kv, t->head_dim, t->n_expert, t->n_expert_used, t->n_ff_exp,

@@ -3,7 +3,8 @@
  * layer of a full-precision checkpoint runs whole on the device (kernels/layer.cu in f32: the CPU
  * runtime's arithmetic, sums in another order) instead of on the CPU with its large products
  * offloaded. The runtime keeps the hidden states and the hooks; this moves one layer's weights
- * (f32, experts one at a time through the caller's callback) and the batch's rows to the device,
+ * (f32; the experts one at a time through the caller's callback, in their stored type: bf16
+ * experts cross as bf16 and are widened on the device) and the batch's rows to the device,
  * runs the layer, and brings back the updated hidden states, the router's logits and choices,
  * and the attention column sums of the selected rows. Device buffers are kept and grown between
  * layers.
@@ -20,13 +21,21 @@
 
 struct mode_rtlayer;
 
+/* An expert's two projections as the caller holds them on the host: gate_up (2i·d) and down
+ * (d·i) in their stored type (MODE_F32, MODE_BF16 or MODE_F16: a checkpoint's slices, converted
+ * to f32 on the device; an override in f32), in nn.Linear orientation when trans, else the
+ * hub's (the same for both projections; each expert its own). */
+struct mode_rtlayer_expert {
+    const void *gu, *dn;
+    enum mode_dtype gu_t, dn_t;
+    bool trans;
+};
+
 /* One layer's weights, f32 host arrays in nn.Linear orientation (the runtime's text_layer), and
- * its experts: expert(ctx, e, gu, &gu_trans, dn, &dn_trans) fills expert e's gate_up (2i·d) and
- * down (d·i) as the runtime's expert_f32 does (trans: nn.Linear orientation, else the hub's;
- * the same for both projections of an expert, each expert its own). */
+ * its experts: expert(ctx, e, &x) describes expert e's (borrowed until the next call). */
 struct mode_rtlayer_w {
     const float *an, *fn, *wq, *wk, *wv, *wo, *qn, *kn, *router;
-    int (*expert)(void *ctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err);
+    int (*expert)(void *ctx, int e, struct mode_rtlayer_expert *x, struct mode_err *err);
     void *ctx;
 };
 

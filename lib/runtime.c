@@ -709,17 +709,24 @@ struct expert_ctx {
     const struct mode_rt_hooks *hooks;
 };
 
-/* expert e's weights: the expert hook's override (nn.Linear, copied), else the checkpoint's */
-static int expert_cb(void *vctx, int e, float *gu, bool *gu_trans, float *dn, bool *dn_trans, struct mode_err *err)
+/* expert e's weights: the expert hook's override (f32, nn.Linear), else the checkpoint's slices
+ * as stored (each expert's is contiguous in both layouts, expert_f32) */
+static int expert_cb(void *vctx, int e, struct mode_rtlayer_expert *x, struct mode_err *err)
 {
     const struct expert_ctx *c = vctx;
     const struct mode_text_config *t = &c->m->cfg.text;
+    const struct mode_layer_w *w = &c->m->layers[c->layer];
     struct mode_rt_expert_override ov = {NULL, NULL, NULL};
     int rc = c->hooks && c->hooks->expert ? c->hooks->expert(c->hooks->ctx, c->layer, e, &ov, err) : MODE_OK;
-    if (rc || !ov.gate_up) return rc ? rc : expert_f32(c->m, c->layer, e, gu, gu_trans, dn, dn_trans, err);
-    const size_t n = (size_t)t->n_ff_exp * (size_t)t->n_embd;
-    memcpy(gu, ov.gate_up, sizeof *gu * 2 * n), memcpy(dn, ov.down, sizeof *dn * n);
-    *gu_trans = *dn_trans = true;
+    if (rc) return rc;
+    if (ov.gate_up) {
+        *x = (struct mode_rtlayer_expert){ov.gate_up, ov.down, MODE_F32, MODE_F32, true};
+        return MODE_OK;
+    }
+    const size_t n_gu = (size_t)2 * t->n_ff_exp * t->n_embd, n_dn = (size_t)t->n_ff_exp * t->n_embd;
+    *x = (struct mode_rtlayer_expert){(const char *)w->gate_up->data + (size_t)e * n_gu * mode_dtype_size(w->gate_up->dtype),
+                                      (const char *)w->down->data + (size_t)e * n_dn * mode_dtype_size(w->down->dtype), w->gate_up->dtype,
+                                      w->down->dtype, c->m->layout == MODE_EXPERTS_V5};
     return MODE_OK;
 }
 

@@ -309,7 +309,9 @@ int main(int argc, char **argv)
     printf("  (+) lower bounds: the layer metric's expert passes counted at the resident layer's expert rate, though they run\n"
            "      as cuBLAS products staged from host memory with RTN on the CPU; in a KL re-run the quantized layer itself\n"
            "      (its expert overridden for one modality's tokens) runs on the CPU, counted here at the GPU's rate.\n");
-    printf("  Not counted: the checkpoint's ~61 GB read and upload per stage (disk-bound: ~30 s each at 2 GB/s),\n"
-           "  mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds: bench_ilp), the lm_head.\n");
+    printf("  Not counted: the checkpoint's ~61 GB read per stage (disk-bound: ~30 s each at 2 GB/s) and its upload per\n"
+           "  layer pass (bf16, widened on the device: ~1.2 GB a layer; route-trace and eval upload it once per batch of\n"
+           "  --batch-tokens, 4 batches at the default 16384), mode-tokenize, mode-vis-denoise and mode-ilp (CPU, seconds:\n"
+           "  bench_ilp), the lm_head.\n");
     return 0;
 }
