@@ -255,9 +255,11 @@ static void from_json(char **paths, int n)
         if (!f) mode_die(errno == ENOENT || errno == EACCES ? MODE_ENOINPUT : MODE_EIO, "%s: %s", paths[i], strerror(errno));
         ssize_t len;
         for (long lineno = 1; (len = read_line(f, &line, &cap, MODE_CAT_MAX_LINE)) != -1; lineno++) {
-            if (len == -2)
+            if (len == -2) {
+                free(line); /* 64 MiB: not left to the exit */
                 mode_die(MODE_EDATA, "%s: line %ld: longer than the limit of %zu bytes (MODE_CAT_MAX_LINE)", name, lineno,
                          MODE_CAT_MAX_LINE);
+            }
             while (len > 0 && line[len - 1] == '\r') len--;
             size_t k = 0;
             while (k < (size_t)len && (line[k] == ' ' || line[k] == '\t')) k++;

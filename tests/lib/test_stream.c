@@ -354,7 +354,7 @@ int main(void)
         buf_add(&c1, never, sizeof never);
         is_int(read_all(&c1, 0, NULL, NULL, NULL, &err), MODE_EDATA, "byte 0xc1");
         has_str(err.msg, "byte 0xc1 is not valid msgpack", "... named");
-        free(t.p), free(ok32.p), free(deep.p), free(huge.p), free(big.p), free(c1.p), free(tr.p);
+        free(t.p), free(ok32.p), free(deep.p), free(huge.p), free(huge4.p), free(big.p), free(nils.p), free(c1.p), free(tr.p);
     }
 
     /* typed field access and tensors */
