@@ -5,6 +5,7 @@
 #ifndef MODE_TAP_H
 #define MODE_TAP_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 int ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -23,5 +24,7 @@ const char *tap_tmpdir(void);
 /* Deterministic random numbers: seed printed once; splitmix64. */
 uint64_t tap_rand(void);
 void tap_seed(uint64_t seed);
+/* ‖a − b‖ / ‖b‖ over n floats (‖a − b‖ when b is all zero; infinity when a NaN is involved). */
+double tap_rel_l2(const float *a, const float *b, size_t n);
 
 #endif

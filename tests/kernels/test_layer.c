@@ -45,16 +45,6 @@ static float *f32_rand(size_t n, float lo, float hi)
     return w;
 }
 
-static double rel(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = (double)a[i] - b[i];
-        num += d * d, den += (double)b[i] * b[i];
-    }
-    return isnan(num) ? INFINITY : den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 static float *widen(const uint16_t *b, size_t n)
 {
     float *f = malloc(sizeof *f * n);
@@ -143,7 +133,7 @@ static void one(int mode)
         memcpy(hh, h0, sizeof *hh * (size_t)n * D);
         struct mode_text_rows_cuda hrows = {n, n_seg, seg, ang, sel, hcs, NULL, NULL, NULL};
         const int hrc = mode_text_layer_ref(&Lh, &hrows, hh, hi, hw, &err);
-        const double e = hrc ? INFINITY : rel(h_ref, hh, (size_t)(n * D));
+        const double e = hrc ? INFINITY : tap_rel_l2(h_ref, hh, (size_t)(n * D));
         ok(e <= 1e-6, "%s: the reference's layer = the hub layout's (rel %.2g)", mode_name[mode], e);
         free(hgu), free(hdn), free(hh), free(hw), free(hcs), free(hi);
     }
@@ -215,10 +205,10 @@ static void one(int mode)
         ok(e_w <= 1e-5, "%s: routing weights rel %.2g", mode_name[mode], e_w);
         /* the MoE block's input: the post-attention norm of rows the attention made alike to the
          * update's tolerance; its output on the rows routed alike, the same */
-        const double e_mx = rel(mx_gpu, mx_ref, (size_t)(n * D)), e_mo = isnan(onum) ? INFINITY : sqrt(onum / oden);
+        const double e_mx = tap_rel_l2(mx_gpu, mx_ref, (size_t)(n * D)), e_mo = isnan(onum) ? INFINITY : sqrt(onum / oden);
         ok(e_mx <= tol, "%s: the MoE input rel %.2g (tol %g)", mode_name[mode], e_mx, tol);
         ok(e_mo <= tol, "%s: the MoE output rel %.2g (tol %g)", mode_name[mode], e_mo, tol);
-        const double e_c = rel(cs_gpu, cs_ref, (size_t)n);
+        const double e_c = tap_rel_l2(cs_gpu, cs_ref, (size_t)n);
         ok(e_c <= 1e-4, "%s: attention column sums rel %.2g", mode_name[mode], e_c);
         ok(t.total > 0 && t.attn_proj >= 0 && t.moe >= 0, "%s: part times %.3f ms in all", mode_name[mode], t.total);
     }

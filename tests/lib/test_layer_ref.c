@@ -66,36 +66,13 @@ static float *f32(const struct mode_st_tensor *t)
     return p;
 }
 
-static double rel(const float *a, const float *b, size_t n)
-{
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double d = (double)a[i] - b[i];
-        num += d * d, den += (double)b[i] * b[i];
-    }
-    return isnan(num) ? INFINITY : den > 0 ? sqrt(num / den) : sqrt(num);
-}
-
 int main(void)
 {
-    const char *bin = getenv("MODE_BIN");
-    if (!bin) tap_skip_all("MODE_BIN is not set (run through make check)");
-    char E[4096], cmd[16384], samples[4200], md[4200];
-    snprintf(E, sizeof E, "%s", fixture("emoji-vl"));
-    snprintf(samples, sizeof samples, "%s/calib.ms", tap_tmpdir());
-    snprintf(md, sizeof md, "%s/model", E);
-    snprintf(cmd, sizeof cmd, "'%s/mode-tokenize' -m '%s' -o '%s' '%s/calib/data.jsonl'", bin, md, samples, E);
-    if (system(cmd)) {
-        ok(0, "mode-tokenize emoji-vl calib");
-        return tap_done();
-    }
+    char samples[4200];
     struct mode_err err = {0};
     struct mode_model m;
     struct mode_rt rt;
-    if (mode_model_open(&m, md, &err) || mode_rt_init(&rt, &m, &err)) {
-        ok(0, "emoji-vl opens: %s", err.msg);
-        return tap_done();
-    }
+    if (emoji_calib_open(samples, sizeof samples, &m, &rt)) return tap_done();
     const struct mode_text_config *t = &m.cfg.text;
     struct mode_rt_batch b;
     if (!ok(!load_samples(&rt, samples, 40, 16, &b, &err), "16 samples load %s", err.msg)) return tap_done();
@@ -141,7 +118,7 @@ int main(void)
                 for (int64_t j = 0; j < q->n_img; j++)
                     for (int64_t d = 0; d < D; d++) h[(q->row + q->img[j]) * D + d] += q->deepstack[((int64_t)l * q->n_img + j) * D + d];
             }
-        const double eh = rel(h, b.h, (size_t)(N * D)), ew = rel(w, c.w, (size_t)(N * K)), el = rel(lg, c.logits, (size_t)(N * NE));
+        const double eh = tap_rel_l2(h, b.h, (size_t)(N * D)), ew = tap_rel_l2(w, c.w, (size_t)(N * K)), el = tap_rel_l2(lg, c.logits, (size_t)(N * NE));
         int64_t diff = 0, close = 0;
         for (int64_t r = 0; r < N; r++) {
             /* the gap between the k-th and the (k+1)-th logit of the runtime's row */
@@ -165,7 +142,7 @@ int main(void)
         }
         for (int s = 0; s < b.n_seq; s++)
             if (!b.seq[s].n_img) memset(cs + b.seq[s].row, 0, sizeof *cs * (size_t)b.seq[s].n_tok);
-        const double es = rel(cs, c.score, (size_t)N);
+        const double es = tap_rel_l2(cs, c.score, (size_t)N);
         ok(eh <= 1e-5, "layer %d: hidden states rel %.2g", l, eh);
         ok(el <= 1e-5, "layer %d: router logits rel %.2g", l, el);
         ok(diff == 0, "layer %d: the same experts on every row apart from %lld near ties (%lld differ)", l, (long long)close, (long long)diff);

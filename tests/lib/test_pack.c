@@ -87,25 +87,11 @@ static int stop_hook(void *ctx, int layer, const struct mode_rt_batch *b, const 
 
 int main(void)
 {
-    const char *bin = getenv("MODE_BIN");
-    if (!bin) tap_skip_all("MODE_BIN is not set (run through make check)");
-    char E[4096], cmd[16384], samples[4200];
-    snprintf(E, sizeof E, "%s", fixture("emoji-vl"));
-    snprintf(samples, sizeof samples, "%s/calib.ms", tap_tmpdir());
-    snprintf(cmd, sizeof cmd, "'%s/mode-tokenize' -m '%s/model' -o '%s' '%s/calib/data.jsonl'", bin, E, samples, E);
-    if (system(cmd)) {
-        ok(0, "mode-tokenize emoji-vl calib");
-        return tap_done();
-    }
+    char samples[4200];
     struct mode_err err = {0};
     struct mode_model m;
     struct mode_rt rt;
-    char md[4200];
-    snprintf(md, sizeof md, "%s/model", E);
-    if (mode_model_open(&m, md, &err) || mode_rt_init(&rt, &m, &err)) {
-        ok(0, "emoji-vl opens: %s", err.msg);
-        return tap_done();
-    }
+    if (emoji_calib_open(samples, sizeof samples, &m, &rt)) return tap_done();
     const int L = m.cfg.text.n_layer, NE = m.cfg.text.n_expert;
     /* the first 64 calibration samples: its 48 text records and 16 with an image */
     struct mode_rt_batch b;
