@@ -24,14 +24,15 @@ extern "C" int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct
 {
     if (n_var < 1 || iters < 1) return mode_err_set(err, MODE_EUSAGE, "mode_cuda_bench: no variant or no iteration");
     int rc = mode_cuda_available(err);
+    if (!rc) rc = mode_cuda_blas_init(err); /* before any capture: run() may call cuBLAS */
     if (rc) return rc;
-    cudaStream_t s;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), err);
-    cudaEvent_t a, b;
-    CUDA_CHECK(cudaEventCreate(&a), err);
-    CUDA_CHECK(cudaEventCreate(&b), err);
     double *t = (double *)malloc(sizeof *t * (size_t)iters);
     if (!t) return mode_err_oom(err, sizeof *t * (size_t)iters, "timings");
+    cudaStream_t s = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    rc = mode_cuda_status(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", __FILE__, __LINE__, err);
+    if (!rc) rc = mode_cuda_status(cudaEventCreate(&a), "cudaEventCreate", __FILE__, __LINE__, err);
+    if (!rc) rc = mode_cuda_status(cudaEventCreate(&b), "cudaEventCreate", __FILE__, __LINE__, err);
     for (int w = 0; w < 10 && !rc; w++) rc = run(ctx, w % n_var, s, err);
     if (!rc) rc = mode_cuda_status(cudaStreamSynchronize(s), "warm-up", __FILE__, __LINE__, err);
     for (int it = 0; it < iters && !rc; it++) {
@@ -49,15 +50,15 @@ extern "C" int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct
         cudaGraphExec_t *ge = (cudaGraphExec_t *)calloc((size_t)ng, sizeof *ge);
         if (!ge) rc = mode_err_oom(err, sizeof *ge * (size_t)ng, "graphs");
         for (int v = 0; v < ng && !rc; v++) {
-            cudaGraph_t gr;
+            cudaGraph_t gr = NULL;
             rc = mode_cuda_status(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture", __FILE__, __LINE__, err);
             if (!rc) {
                 const int rr = run(ctx, v, s, err);
-                rc = mode_cuda_status(cudaStreamEndCapture(s, &gr), "cudaStreamEndCapture", __FILE__, __LINE__, err);
-                if (rr) rc = rr;
+                const cudaError_t ee = cudaStreamEndCapture(s, &gr); /* always, so that the stream leaves capture mode */
+                rc = rr ? rr : mode_cuda_status(ee, "cudaStreamEndCapture", __FILE__, __LINE__, err); /* the first failure's message */
             }
             if (!rc) rc = mode_cuda_status(cudaGraphInstantiate(&ge[v], gr, 0), "cudaGraphInstantiate", __FILE__, __LINE__, err);
-            if (!rc) cudaGraphDestroy(gr);
+            if (gr) cudaGraphDestroy(gr);
         }
         for (int w = 0; w < 10 && !rc; w++) rc = mode_cuda_status(cudaGraphLaunch(ge[w % ng], s), "cudaGraphLaunch", __FILE__, __LINE__, err);
         for (int it = 0; it < iters && !rc; it++) {
@@ -75,8 +76,10 @@ extern "C" int mode_cuda_bench(int (*run)(void *ctx, int v, void *stream, struct
         free(ge);
     }
     free(t);
-    cudaStreamSynchronize(s);
-    cudaEventDestroy(a), cudaEventDestroy(b), cudaStreamDestroy(s);
+    if (s) cudaStreamSynchronize(s);
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    if (s) cudaStreamDestroy(s);
     return rc;
 }
 

@@ -49,8 +49,11 @@ static cusolverStatus_t g_solver_st;
 static void *g_blas_ws;
 enum { BLAS_WS = 32 << 20 }; /* cuBLAS's workspace, ours so that calls can be captured in graphs */
 
+static int g_made; /* set once make_handles has run */
+
 static void make_handles(void)
 {
+    __atomic_store_n(&g_made, 1, __ATOMIC_RELEASE);
     g_blas_st = cublasCreate(&g_blas);
     g_solver_st = cusolverDnCreate(&g_solver);
     if (g_blas_st == CUBLAS_STATUS_SUCCESS && cudaMalloc(&g_blas_ws, BLAS_WS) != cudaSuccess) g_blas_st = CUBLAS_STATUS_ALLOC_FAILED;
@@ -60,6 +63,14 @@ int mode_cuda_blas(cudaStream_t stream, cublasHandle_t *blas, cusolverDnHandle_t
 {
     int rc = mode_cuda_available(err);
     if (rc) return rc;
+    if (!__atomic_load_n(&g_made, __ATOMIC_ACQUIRE)) {
+        /* Making the handles allocates device memory, which a stream capture forbids: the first
+         * cuBLAS call of a process must be eager (mode_cuda_blas_init does it). Say so rather than
+         * let the capture fail with an unrelated status. */
+        cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(stream, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone)
+            return mode_err_set(err, MODE_EINTERNAL, "cuBLAS: its handles were first asked for inside a stream capture; call mode_cuda_blas_init first");
+    }
     pthread_once(&g_once, make_handles);
     CUBLAS_CHECK(g_blas_st, err);
     CUSOLVER_CHECK(g_solver_st, err);
@@ -70,6 +81,8 @@ int mode_cuda_blas(cudaStream_t stream, cublasHandle_t *blas, cusolverDnHandle_t
     if (solver) *solver = g_solver;
     return MODE_OK;
 }
+
+extern "C" int mode_cuda_blas_init(struct mode_err *err) { return mode_cuda_blas(NULL, NULL, NULL, err); }
 
 /* ---- preparation ----------------------------------------------------------------------------- */
 

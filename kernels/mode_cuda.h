@@ -38,6 +38,10 @@ int mode_cuda_download(void *dst, const void *d_src, size_t nbytes, struct mode_
 /* device to device */
 int mode_cuda_copy(void *d_dst, const void *d_src, size_t nbytes, struct mode_err *err);
 int mode_cuda_sync(struct mode_err *err);
+/* Makes the process's cuBLAS and cuSOLVER handles and cuBLAS's workspace now, if not yet made.
+ * They are otherwise made by the first call that needs them, which must not be inside a stream
+ * capture (it allocates device memory): such a call fails with MODE_EINTERNAL saying so. */
+int mode_cuda_blas_init(struct mode_err *err);
 
 /* d_dst[i] = (float) d_src[i] for i < n; t is MODE_F32, MODE_F16 or MODE_BF16 (checkpoint
  * weights). Exact: every such value is representable in f32. Reference: mode_convert_ref. */

@@ -822,24 +822,31 @@ extern "C" int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int 
                                     double *graph_us, struct mode_err *err)
 {
     if (n_pool < 1 || iters < 1) return mode_err_set(err, MODE_EUSAGE, "mode_qmoe_bench_cuda: empty pool or no iteration");
-    cudaStream_t s;
-    CUDA_CHECK(cudaStreamCreate(&s), err);
-    cudaEvent_t a, b;
-    CUDA_CHECK(cudaEventCreate(&a), err);
-    CUDA_CHECK(cudaEventCreate(&b), err);
+    /* one exit: a failure anywhere (a capture included) frees the timings, the graphs, the events and the stream */
+#define TRY(call) \
+    do { \
+        if (!rc) rc = mode_cuda_status((call), #call, __FILE__, __LINE__, err); \
+    } while (0)
     int rc = MODE_OK;
-    for (int w = 0; w < 10 && !rc; w++) /* warm-up */
-        rc = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)(w % n_pool) * T * k, d_weights + (size_t)(w % n_pool) * T * k, d_act, d_out, s, err);
+    cudaStream_t s = NULL;
+    cudaEvent_t a = NULL, b = NULL;
+    cudaGraphExec_t *ge = NULL;
+    const int ng = n_pool < 64 ? n_pool : 64;
     double *t = (double *)malloc(sizeof *t * (size_t)iters);
     if (!t) return mode_err_oom(err, sizeof *t * (size_t)iters, "timings");
+    TRY(cudaStreamCreate(&s));
+    TRY(cudaEventCreate(&a));
+    TRY(cudaEventCreate(&b));
+    for (int w = 0; w < 10 && !rc; w++) /* warm-up */
+        rc = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)(w % n_pool) * T * k, d_weights + (size_t)(w % n_pool) * T * k, d_act, d_out, s, err);
     for (int it = 0; it < iters && !rc; it++) {
         const int p = it % n_pool;
-        CUDA_CHECK(cudaEventRecord(a, s), err);
-        rc = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)p * T * k, d_weights + (size_t)p * T * k, d_act, d_out, s, err);
-        CUDA_CHECK(cudaEventRecord(b, s), err);
-        CUDA_CHECK(cudaEventSynchronize(b), err);
-        float ms;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, a, b), err);
+        float ms = 0;
+        TRY(cudaEventRecord(a, s));
+        if (!rc) rc = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)p * T * k, d_weights + (size_t)p * T * k, d_act, d_out, s, err);
+        TRY(cudaEventRecord(b, s));
+        TRY(cudaEventSynchronize(b));
+        TRY(cudaEventElapsedTime(&ms, a, b));
         t[it] = ms * 1e3;
     }
     if (!rc) {
@@ -848,34 +855,39 @@ extern "C" int mode_qmoe_bench_cuda(const struct mode_qmoe_layer *L, int T, int 
     }
     if (!rc && graph_us) {
         /* one graph per routing of the pool: replaying graph p runs the layer on routing p */
-        const int ng = n_pool < 64 ? n_pool : 64;
-        cudaGraphExec_t *ge = (cudaGraphExec_t *)calloc((size_t)ng, sizeof *ge);
+        ge = (cudaGraphExec_t *)calloc((size_t)ng, sizeof *ge);
+        if (!ge) rc = mode_err_oom(err, sizeof *ge * (size_t)ng, "graphs");
         for (int p = 0; p < ng && !rc; p++) {
-            cudaGraph_t gr;
-            CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), err);
-            rc = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)p * T * k, d_weights + (size_t)p * T * k, d_act, d_out, s, err);
-            CUDA_CHECK(cudaStreamEndCapture(s, &gr), err);
-            CUDA_CHECK(cudaGraphInstantiate(&ge[p], gr, 0), err);
-            CUDA_CHECK(cudaGraphDestroy(gr), err);
+            cudaGraph_t gr = NULL;
+            TRY(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+            if (rc) break;
+            const int rr = mode_qmoe_decode_cuda(L, T, k, d_x, d_experts + (size_t)p * T * k, d_weights + (size_t)p * T * k, d_act, d_out, s, err);
+            const cudaError_t ee = cudaStreamEndCapture(s, &gr); /* always, so that the stream leaves capture mode */
+            rc = rr ? rr : mode_cuda_status(ee, "cudaStreamEndCapture", __FILE__, __LINE__, err);
+            TRY(cudaGraphInstantiate(&ge[p], gr, 0));
+            if (gr) cudaGraphDestroy(gr);
         }
         for (int it = 0; it < iters && !rc; it++) {
-            CUDA_CHECK(cudaEventRecord(a, s), err);
-            CUDA_CHECK(cudaGraphLaunch(ge[it % ng], s), err);
-            CUDA_CHECK(cudaEventRecord(b, s), err);
-            CUDA_CHECK(cudaEventSynchronize(b), err);
-            float ms;
-            CUDA_CHECK(cudaEventElapsedTime(&ms, a, b), err);
+            float ms = 0;
+            TRY(cudaEventRecord(a, s));
+            TRY(cudaGraphLaunch(ge[it % ng], s));
+            TRY(cudaEventRecord(b, s));
+            TRY(cudaEventSynchronize(b));
+            TRY(cudaEventElapsedTime(&ms, a, b));
             t[it] = ms * 1e3;
         }
         if (!rc) {
             qsort(t, (size_t)iters, sizeof *t, cmp_double);
             *graph_us = t[iters / 2];
         }
-        for (int p = 0; p < ng; p++)
-            if (ge[p]) cudaGraphExecDestroy(ge[p]);
-        free(ge);
     }
-    free(t);
-    cudaEventDestroy(a), cudaEventDestroy(b), cudaStreamDestroy(s);
+#undef TRY
+    if (s) cudaStreamSynchronize(s);
+    for (int p = 0; ge && p < ng; p++)
+        if (ge[p]) cudaGraphExecDestroy(ge[p]);
+    free(ge), free(t);
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    if (s) cudaStreamDestroy(s);
     return rc;
 }

@@ -35,6 +35,7 @@ int mode_cuda_copy(void *d_dst, const void *d_src, size_t nbytes, struct mode_er
     return UNAVAILABLE(err);
 }
 int mode_cuda_sync(struct mode_err *err) { return UNAVAILABLE(err); }
+int mode_cuda_blas_init(struct mode_err *err) { return UNAVAILABLE(err); }
 int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_dst, void *stream, struct mode_err *err)
 {
     (void)t, (void)d_src, (void)n, (void)d_dst, (void)stream;

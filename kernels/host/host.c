@@ -78,6 +78,11 @@ int mode_cuda_sync(struct mode_err *err)
     (void)err;
     return MODE_OK;
 }
+int mode_cuda_blas_init(struct mode_err *err)
+{
+    (void)err;
+    return MODE_OK;
+}
 
 int mode_convert_cuda(enum mode_dtype t, const void *d_src, size_t n, float *d_dst, void *stream, struct mode_err *err)
 {

@@ -12,6 +12,7 @@ int main(void)
     diag("%s (CUDA %s compiled in)", err.msg, mode_cuda_built() ? "is" : "is not");
     void *p = (void *)1;
     is_int(mode_cuda_malloc(&p, 16, &err), MODE_EUNAVAILABLE, "malloc: unavailable");
+    is_int(mode_cuda_blas_init(&err), MODE_EUNAVAILABLE, "blas_init: unavailable");
     float x;
     uint16_t h = 0x3f80;
     is_int(mode_convert_cuda(MODE_BF16, &h, 1, &x, NULL, &err), MODE_EUNAVAILABLE, "convert: unavailable");
