@@ -612,6 +612,10 @@ static int encode_plain(const struct mode_tokenizer *t, const char *text, size_t
         uint32_t opts = 0;
         while (off <= len && !rc) {
             int m = pcre2_match(t->re, (PCRE2_SPTR)text, len, off, opts, md, NULL);
+            /* The first call validates the UTF-8 of the whole subject; PCRE2 would check again
+             * from each start offset to the end on every later call, which made a line's cost
+             * quadratic in its length (a 0.5 MB line took 110 s). */
+            opts = PCRE2_NO_UTF_CHECK;
             if (m == PCRE2_ERROR_NOMATCH) break;
             if (m < 0) {
                 PCRE2_UCHAR msg[128];
