@@ -8,10 +8,39 @@
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
 
 void mode_ops_threads(int n)
 {
     if (n > 0) openblas_set_num_threads(n);
+}
+
+/* OpenBLAS's per-thread buffer on x86-64: BUFFER_SIZE = 32 << 22 bytes (its common_x86_64.h; the
+ * 134217728-byte mmap seen in its blas_memory_alloc). When that mmap fails, OpenBLAS retries it
+ * forever (memory.c loops until the mapping succeeds), so a BLAS call made once the address
+ * space is exhausted never returns. */
+#define OPENBLAS_BUFFER_BYTES ((size_t)32 << 22)
+
+int mode_ops_blas_ready(struct mode_err *err)
+{
+    /* Room for the calling thread's buffer and as much again for what follows it: if this
+     * fails, so would OpenBLAS's own mapping (and a worker thread whose mapping at start
+     * failed is spinning already: the space was short then and is no larger now). */
+    const size_t probe = 2 * OPENBLAS_BUFFER_BYTES;
+    void *p = mmap(NULL, probe, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return mode_err_set(err, MODE_EUNAVAILABLE, "out of memory (%zu bytes of address space for OpenBLAS's buffers)", probe);
+    munmap(p, probe);
+    /* One product maps this thread's buffer now; OpenBLAS keeps the mapping in its pool and
+     * reuses it for every later call from this thread, so no later call needs to map. Its
+     * smallest products take a path that maps nothing (small-matrix kernels), hence 192^3
+     * (a millisecond); the worker threads mapped their buffers when they started. */
+    enum { N = 192 };
+    float *a = calloc(2 * N * N, sizeof *a);
+    if (!a) return mode_err_oom(err, 2 * N * N * sizeof *a, "a BLAS warm-up");
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, N, N, 1.0f, a, N, a, N, 0.0f, a + N * N, N);
+    free(a);
+    return MODE_OK;
 }
 
 static enum mode_device g_device = MODE_DEVICE_CPU;

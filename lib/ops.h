@@ -20,6 +20,12 @@
 /* Threads OpenBLAS may use (0 keeps its default: all cores or OPENBLAS_NUM_THREADS). */
 void mode_ops_threads(int n);
 
+/* Makes sure that no later BLAS call can hang for want of memory: OpenBLAS retries a failed
+ * mapping of its working buffer forever, so the calling thread's buffer is mapped now, while
+ * there is room. MODE_EUNAVAILABLE ("out of memory ...") when the address space left is too small.
+ * Call once, from the thread that will make the BLAS calls, before the first of them. */
+int mode_ops_blas_ready(struct mode_err *err);
+
 /* Where mode_gemm computes (process-wide, as the thread count): MODE_DEVICE_CUDA sends through
  * cuBLAS (mode_gemm_staged_cuda: host matrices copied to the GPU and back) every product of at
  * least MODE_GEMM_CUDA_MIN_FLOP flops doing at least MODE_GEMM_CUDA_MIN_INTENSITY flops per byte

@@ -19,10 +19,16 @@ extern const char *mode_prog;
  * temporary files and directories and then die of the same signal. */
 void mode_cli_init(const char *prog);
 
-/* "prog: message" on stderr, temporaries removed, exit(code). */
+/* "prog: message" on stderr, temporaries removed, buffered output flushed, _exit(code): no library
+ * destructor runs, so that a thread stuck in a library (OpenBLAS retrying a failed mapping)
+ * cannot keep the process from ending. mode_cli_init makes a normal exit end the same way. */
 noreturn void mode_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Dies with err's message and code. */
 noreturn void mode_fail(const struct mode_err *err);
+/* The BLAS thread count (0: OpenBLAS's default) and its buffers mapped now (mode_ops_blas_ready):
+ * dies with 69 when the address space is too small, instead of hanging in a later BLAS call.
+ * Call before the first BLAS call, from the thread that makes them. */
+void mode_cli_blas(int64_t threads);
 /* Warning line on stderr ("prog: warning: ..."). */
 void mode_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     const char *input = optind < argc ? argv[optind] : "-";
     if (logits_path && !strcmp(logits_path, "-") && !strcmp(output, "-"))
         mode_die(MODE_EUSAGE, "--logits - and the metrics cannot both go to stdout (use -o for the metrics)");
-    mode_ops_threads((int)threads);
+    mode_cli_blas(threads);
     const enum mode_device device = mode_cli_device(device_arg);
     mode_ops_device(device);
 

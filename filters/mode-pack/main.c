@@ -328,7 +328,7 @@ int main(int argc, char **argv)
     if (file_exists(outdir)) mode_die(MODE_ECANTCREAT, "%s exists: mode-pack does not overwrite a checkpoint", outdir);
     o.device = mode_cli_device(device);
     mode_ops_device(o.device); /* the forward passes' large products too */
-    mode_ops_threads((int)threads);
+    mode_cli_blas(threads);
 
     struct mode_model m;
     struct mode_rt rt;

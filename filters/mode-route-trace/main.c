@@ -131,7 +131,7 @@ int main(int argc, char **argv)
     if (!model_dir) mode_die(MODE_EUSAGE, "-m DIR is required (the model to trace)");
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most (merge several with mode-cat -s)");
     if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
-    mode_ops_threads((int)threads);
+    mode_cli_blas(threads);
     const enum mode_device device = mode_cli_device(device_arg);
     mode_ops_device(device);
 

@@ -256,7 +256,7 @@ int main(int argc, char **argv)
     if (key && !keep_path) mode_die(MODE_EUSAGE, "--vision-tokens key needs --keep FILE (mode-vis-denoise --keep-out)");
     if (keep_path && !key) mode_die(MODE_EUSAGE, "--keep is only used with --vision-tokens key");
     if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
-    mode_ops_threads((int)threads);
+    mode_cli_blas(threads);
     const enum mode_device device = mode_cli_device(device_arg);
     mode_ops_device(device);
 
