@@ -2,11 +2,15 @@
 #include "pack.h"
 #include "gptq.h"
 #include "gptqpack.h"
+#include "io.h"
 #include "ops.h"
 #include "quant.h"
 
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct cap {
     int layer;
@@ -486,4 +490,38 @@ out:
     free(c.x), free(c.ex), free(c.xa), free(c.oa), free(c.gu), free(c.dn), free(snap), free(xr), free(gu), free(dn), free(h2), free(act),
         free(H), free(L.proj), free(L.tokens);
     return rc;
+}
+
+/* ---- the resume state (pack.h) ---------------------------------------------------------------- */
+
+size_t mode_pack_stats_text(const struct mode_pack_layer *l, char *buf, size_t n)
+{
+    int k = snprintf(buf, n, "rtn_experts %d\nrtn_attention %d\nzero_lost %lld\n", l->n_rtn, l->attn_rtn ? 1 : 0, (long long)l->zero_lost);
+    MODE_ASSERT(k > 0 && (size_t)k < n);
+    return (size_t)k;
+}
+
+#define PACK_STATS_MAX 256 /* a stats file's text: three counts, well under this */
+
+int mode_pack_stats_add(const char *path, struct mode_pack_stats *sum, struct mode_err *err)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return mode_err_set(err, MODE_EDATA, "%s: %s (a resume state from an older mode-pack, or damaged): remove it to start over", path,
+                            strerror(errno));
+    char *text;
+    size_t len;
+    int rc = mode_read_file(path, PACK_STATS_MAX, &text, &len, err);
+    if (rc) return rc;
+    long long v[3];
+    char canon[PACK_STATS_MAX];
+    /* what it says, written back, must be what it holds: one spelling only */
+    int ok = sscanf(text, "rtn_experts %lld rtn_attention %lld zero_lost %lld", &v[0], &v[1], &v[2]) == 3;
+    ok = ok && v[0] >= 0 && (v[1] == 0 || v[1] == 1) && v[2] >= 0;
+    ok = ok && (size_t)snprintf(canon, sizeof canon, "rtn_experts %lld\nrtn_attention %lld\nzero_lost %lld\n", v[0], v[1], v[2]) == len &&
+         !memcmp(canon, text, len);
+    free(text);
+    if (!ok) return mode_err_set(err, MODE_EDATA, "%s: not a mode-pack layer's stats: remove the resume state to start over", path);
+    sum->rtn += v[0], sum->attn_rtn += v[1], sum->zero_lost += v[2];
+    return MODE_OK;
 }

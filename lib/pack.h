@@ -64,4 +64,24 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
                   int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err),
                   void *emit_ctx, struct mode_err *err);
 
+/* ---- the resume state ----------------------------------------------------------------------
+ *
+ * mode-pack keeps OUTDIR.resume/ while it runs: per finished decoder layer, layer-NNN/ holds the
+ * layer's packed tensors (model.safetensors), its counts (stats, below), the fingerprint of the
+ * run's inputs and options, and for the last finished layer its output hidden states. */
+
+/* What a layer contributes to the warnings, config.json and the model card; persisted per layer
+ * so that a resumed run writes the same bytes as an uninterrupted one. */
+struct mode_pack_stats {
+    int64_t rtn;       /* experts rounded to nearest for lack of tokens */
+    int64_t attn_rtn;  /* layers whose attention was rounded to nearest */
+    int64_t zero_lost; /* v1 zero points the format cannot hold */
+};
+
+/* The stats file's text ("rtn_experts N\nrtn_attention N\nzero_lost N\n") of layer l into buf
+ * (size n); returns its length. */
+size_t mode_pack_stats_text(const struct mode_pack_layer *l, char *buf, size_t n);
+/* Reads a stats file and adds its counts to *sum. MODE_EDATA when it is missing or malformed. */
+int mode_pack_stats_add(const char *path, struct mode_pack_stats *sum, struct mode_err *err);
+
 #endif
