@@ -64,11 +64,17 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
                   int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err),
                   void *emit_ctx, struct mode_err *err);
 
-/* ---- the resume state ----------------------------------------------------------------------
+/* ---- the resume state and the checkpoint directory's inputs and temporaries ----------------
  *
  * mode-pack keeps OUTDIR.resume/ while it runs: per finished decoder layer, layer-NNN/ holds the
  * layer's packed tensors (model.safetensors), its counts (stats, below), the fingerprint of the
- * run's inputs and options, and for the last finished layer its output hidden states. */
+ * run's inputs and options, and for the last finished layer its output hidden states. The final
+ * write goes to OUTDIR.tmp-XXXXXX (io.h's mode_outdir), renamed into place.
+ *
+ * A run holds an exclusive flock(2) on OUTDIR.resume/lock from before it writes anything until
+ * it ends: it is the only writer of OUTDIR's temporaries (OUTDIR.tmp-* beside OUTDIR and
+ * layer-NNN.tmp-* / layer-NNN.old-* inside OUTDIR.resume/), so those it finds when it takes the
+ * lock were left by a run that died and are removed; two runs on one OUTDIR never share it. */
 
 /* What a layer contributes to the warnings, config.json and the model card; persisted per layer
  * so that a resumed run writes the same bytes as an uninterrupted one. */
@@ -83,5 +89,16 @@ struct mode_pack_stats {
 size_t mode_pack_stats_text(const struct mode_pack_layer *l, char *buf, size_t n);
 /* Reads a stats file and adds its counts to *sum. MODE_EDATA when it is missing or malformed. */
 int mode_pack_stats_add(const char *path, struct mode_pack_stats *sum, struct mode_err *err);
+
+/* Takes the lock of resume_dir (which must exist), writing the holder's pid into it; *fd is held
+ * open (close-on-exec) until the process ends. MODE_ECANTCREAT naming the holder's pid when
+ * another process holds it, or when it cannot be created. */
+int mode_pack_lock(const char *resume_dir, int *fd, struct mode_err *err);
+
+/* Removes the temporaries of outdir left by dead runs (see above; call with the lock held):
+ * report is called once per temporary found, with its path, the bytes of the files it held and 0,
+ * or the errno value that kept it from being removed. */
+int mode_pack_clean(const char *outdir, const char *resume_dir, void (*report)(void *ctx, const char *path, uint64_t bytes, int errnum),
+                    void *ctx, struct mode_err *err);
 
 #endif

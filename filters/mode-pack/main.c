@@ -293,6 +293,13 @@ static void layer_stats(const struct run *r, int n, struct mode_pack_stats *st)
     }
 }
 
+static void report_removed(void *ctx, const char *path, uint64_t bytes, int errnum)
+{
+    (void)ctx;
+    if (errnum) mode_warn("%s: left by an interrupted run, %llu bytes, not removed: %s", path, (unsigned long long)bytes, strerror(errnum));
+    else fprintf(stderr, "%s: removed %s, left by an interrupted run (%llu bytes)\n", mode_prog, path, (unsigned long long)bytes);
+}
+
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-pack");
@@ -363,6 +370,11 @@ int main(int argc, char **argv)
         }
     }
     if (!model_dir || !alloc_path || !outdir) mode_die(MODE_EUSAGE, "-m DIR, -a ALLOC and -o OUTDIR are required");
+    /* OUTDIR without trailing slashes: OUTDIR.resume and OUTDIR.tmp-* are its siblings */
+    char outbuf[4096];
+    if (snprintf(outbuf, sizeof outbuf, "%s", outdir) >= (int)sizeof outbuf) mode_die(MODE_EUSAGE, "-o: path too long");
+    for (size_t k = strlen(outbuf); k > 1 && outbuf[k - 1] == '/';) outbuf[--k] = 0;
+    outdir = outbuf;
     die_at_parse();
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most");
     if (file_exists(outdir)) mode_die(MODE_ECANTCREAT, "%s exists: mode-pack does not overwrite a checkpoint", outdir);
@@ -430,7 +442,13 @@ int main(int argc, char **argv)
     }
     snprintf(r.resume_dir, sizeof r.resume_dir, "%s.resume", outdir);
     if (mode_rt_vision(&rt, &b, &err)) mode_fail(&err);
-    if (file_exists(r.resume_dir)) {
+    /* the resume state, locked for this run; what dead runs left of OUTDIR's temporaries goes */
+    const bool existed = file_exists(r.resume_dir);
+    if (!existed && mkdir(r.resume_dir, 0777) && errno != EEXIST)
+        mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
+    int lock_fd;
+    if (mode_pack_lock(r.resume_dir, &lock_fd, &err) || mode_pack_clean(outdir, r.resume_dir, report_removed, NULL, &err)) mode_fail(&err);
+    if (existed) {
         if (!resume)
             mode_die(MODE_ECANTCREAT, "%s exists from an interrupted run: continue it with --resume, or remove it", r.resume_dir);
         /* the last completed layer with its hidden states */
@@ -460,8 +478,7 @@ int main(int argc, char **argv)
             o.start_layer = r.last_done + 1;
             if (isatty(2)) fprintf(stderr, "mode-pack: resuming after layer %d\n", r.last_done);
         }
-    } else if (mkdir(r.resume_dir, 0777) && errno != EEXIST)
-        mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
+    }
     o.progress = progress, o.progress_ctx = &r;
     if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
     mode_cli_device_report(&rt);
@@ -672,7 +689,11 @@ int main(int argc, char **argv)
         snprintf(p, sizeof p, "%s/layer-%03d", r.resume_dir, l);
         mode_rmdir_flat(p);
     }
-    rmdir(r.resume_dir);
+    char lp[4400];
+    snprintf(lp, sizeof lp, "%s/lock", r.resume_dir);
+    unlink(lp);
+    if (rmdir(r.resume_dir)) mode_warn("%s: not removed: %s", r.resume_dir, strerror(errno));
+    close(lock_fd);
 
     free(bits);
     mode_stream_reader_free(&ar);
