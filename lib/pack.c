@@ -642,3 +642,83 @@ int mode_pack_clean(const char *outdir, const char *resume_dir, void (*report)(v
     }
     return MODE_OK;
 }
+
+/* path lies inside dir (both resolved, no trailing slash) */
+static bool within(const char *path, const char *dir)
+{
+    size_t k = strlen(dir);
+    if (k == 1 && dir[0] == '/') return true;
+    return !strncmp(path, dir, k) && path[k] == '/';
+}
+
+static int side_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct mode_pack_side *)a)->name, ((const struct mode_pack_side *)b)->name);
+}
+
+int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err)
+{
+    *out = NULL, *n = 0;
+    char root[PATH_MAX], blobs[PATH_MAX + 16] = "";
+    if (!realpath(model_dir, root)) return mode_err_set(err, MODE_ENOINPUT, "%s: %s", model_dir, strerror(errno));
+    /* a Hugging Face cache snapshot, models--X/snapshots/REV: its files link to models--X/blobs/ */
+    {
+        char *s = strrchr(root, '/');
+        if (s && s > root) {
+            *s = 0;
+            char *snap = strrchr(root, '/');
+            if (snap && !strcmp(snap + 1, "snapshots") && snap > root) {
+                *snap = 0;
+                const char *repo = strrchr(root, '/');
+                if (repo && !strncmp(repo + 1, "models--", 8)) snprintf(blobs, sizeof blobs, "%s/blobs", root);
+                *snap = '/';
+            }
+            *s = '/';
+        }
+    }
+    DIR *d = opendir(model_dir);
+    if (!d) return mode_err_set(err, MODE_ENOINPUT, "%s: cannot list: %s", model_dir, strerror(errno));
+    size_t cap = 0;
+    int rc = MODE_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) && !rc) {
+        const char *name = de->d_name;
+        const size_t len = strlen(name);
+        if (name[0] == '.' || !strcmp(name, "config.json") || !strcmp(name, "README.md") || (len > 12 && !strcmp(name + len - 12, ".safetensors")) ||
+            strstr(name, ".safetensors.index.json"))
+            continue;
+        char path[sizeof (*out)->src], tgt[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", model_dir, name) >= (int)sizeof path) continue;
+        struct stat st;
+        if (lstat(path, &st)) continue; /* gone meanwhile */
+        const char *src = path;
+        char skip[sizeof (*out)->skip] = "";
+        if (S_ISLNK(st.st_mode)) {
+            if (!realpath(path, tgt)) snprintf(skip, sizeof skip, "a symbolic link that does not resolve (%s)", strerror(errno));
+            else if (stat(tgt, &st) || !S_ISREG(st.st_mode)) continue; /* to a directory or a device: left out as those are */
+            else if (within(tgt, root) || (blobs[0] && within(tgt, blobs))) src = tgt;
+            else snprintf(skip, sizeof skip, "a symbolic link to %s, outside the model directory", tgt);
+        } else if (!S_ISREG(st.st_mode))
+            continue;
+        if (*n == cap) {
+            struct mode_pack_side *ns = realloc(*out, sizeof **out * (cap = cap ? 2 * cap : 16));
+            if (!ns) {
+                rc = mode_err_oom(err, sizeof **out * cap, "the model directory's listing");
+                break;
+            }
+            *out = ns;
+        }
+        struct mode_pack_side *f = &(*out)[(*n)++];
+        snprintf(f->name, sizeof f->name, "%s", name);
+        snprintf(f->src, sizeof f->src, "%s", src);
+        snprintf(f->skip, sizeof f->skip, "%s", skip);
+    }
+    closedir(d);
+    if (rc) {
+        free(*out);
+        *out = NULL, *n = 0;
+        return rc;
+    }
+    if (*n) qsort(*out, *n, sizeof **out, side_cmp);
+    return MODE_OK;
+}

@@ -101,4 +101,20 @@ int mode_pack_lock(const char *resume_dir, int *fd, struct mode_err *err);
 int mode_pack_clean(const char *outdir, const char *resume_dir, void (*report)(void *ctx, const char *path, uint64_t bytes, int errnum),
                     void *ctx, struct mode_err *err);
 
+/* The model directory's files that the checkpoint carries over as they are (tokenizer,
+ * processor, chat template, generation config...): every entry but hidden ones, config.json,
+ * README.md, *.safetensors and *.safetensors.index.json. A regular file is taken. A symbolic link
+ * is followed only to a regular file inside the model directory (after resolving every link),
+ * or, for a Hugging Face cache snapshot (.../models--X/snapshots/REV), inside that repository's
+ * blobs/; a link elsewhere, or to nothing, is listed with `skip` saying why and is not read.
+ * Other entries (directories, devices) are left out. */
+struct mode_pack_side {
+    char name[256];  /* the entry's name in the model directory and in the checkpoint */
+    char src[4096];  /* the file to read: the entry, or the link's resolved target */
+    char skip[4200]; /* empty: copy; else why not (a link: "a symbolic link to T, outside ...") */
+};
+/* Returns new *out (caller frees) of *n entries, sorted by name. MODE_ENOINPUT when the directory
+ * cannot be listed. */
+int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err);
+
 #endif

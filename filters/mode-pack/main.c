@@ -15,7 +15,6 @@
 #include "../common/device.h"
 #include "../common/input.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -258,28 +257,26 @@ static int file_exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-/* copies the model directory's other files (tokenizer, processor, generation config...) */
-static void copy_side_files(const char *src, const struct mode_outdir *od)
+/* the model directory's other files (tokenizer, processor, generation config...), listed when
+ * the run starts so that a link refused is said at once (lib/pack.h says which are followed) */
+static struct mode_pack_side *list_side_files(const char *model_dir, size_t *n)
 {
-    DIR *d = opendir(src);
-    if (!d) mode_die(MODE_ENOINPUT, "%s: cannot list: %s", src, strerror(errno));
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *n = de->d_name;
-        size_t len = strlen(n);
-        if (n[0] == '.' || !strcmp(n, "config.json") || !strcmp(n, "README.md") || (len > 12 && !strcmp(n + len - 12, ".safetensors")) ||
-            strstr(n, ".safetensors.index.json"))
-            continue;
-        char p[8300];
-        snprintf(p, sizeof p, "%s/%s", src, n);
-        struct stat st;
-        if (stat(p, &st) || !S_ISREG(st.st_mode)) continue;
+    struct mode_pack_side *f;
+    if (mode_pack_side_files(model_dir, &f, n, &err)) mode_fail(&err);
+    for (size_t i = 0; i < *n; i++)
+        if (f[i].skip[0]) mode_warn("%s/%s: %s: not copied into the checkpoint", model_dir, f[i].name, f[i].skip);
+    return f;
+}
+
+static void copy_side_files(const struct mode_pack_side *f, size_t n, const struct mode_outdir *od)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].skip[0]) continue;
         char *data;
         size_t dl;
-        if (mode_read_file(p, PACK_SIDE_FILE_MAX, &data, &dl, &err) || mode_outdir_write(od, n, data, dl, &err)) mode_fail(&err);
+        if (mode_read_file(f[i].src, PACK_SIDE_FILE_MAX, &data, &dl, &err) || mode_outdir_write(od, f[i].name, data, dl, &err)) mode_fail(&err);
         free(data);
     }
-    closedir(d);
 }
 
 /* the counts of layers 0 .. n-1 from their resume state */
@@ -405,6 +402,8 @@ int main(int argc, char **argv)
                 mode_die(MODE_EUSAGE, "--attn-bits %d: %s (%lld x %lld): %s", o.attn_bits, pn[p], (long long)dims[p][0], (long long)dims[p][1], err.msg);
     }
     const int L = m.cfg.text.n_layer, E = m.cfg.text.n_expert;
+    size_t n_side;
+    struct mode_pack_side *side = list_side_files(model_dir, &n_side);
     struct mode_stream_reader ar;
     int *bits = read_alloc(alloc_path, &m, &ar);
     for (int l = 0; l < L; l++)
@@ -622,7 +621,7 @@ int main(int argc, char **argv)
     if (!text || mode_outdir_write(&od, "config.json", text, strlen(text), &err)) mode_fail(&err);
     free(text);
     json_decref(cfg);
-    copy_side_files(model_dir, &od);
+    copy_side_files(side, n_side, &od);
 
     /* model card and picture */
     {
@@ -694,6 +693,7 @@ int main(int argc, char **argv)
     unlink(lp);
     if (rmdir(r.resume_dir)) mode_warn("%s: not removed: %s", r.resume_dir, strerror(errno));
     close(lock_fd);
+    free(side);
 
     free(bits);
     mode_stream_reader_free(&ar);

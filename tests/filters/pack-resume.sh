@@ -3,7 +3,8 @@
 # layer, while a layer's resume state is written and during the final write, the resumed
 # checkpoint equals an uninterrupted run's, file for file, and warns as it did; the temporaries
 # the killed run left are removed by the next run (with or without --resume), which says so with
-# their size; a run on an output that another run holds stops and removes nothing.
+# their size; a run on an output that another run holds stops and removes nothing; symbolic links
+# of the model directory that lead outside it are not copied into the checkpoint.
 . "${MODE_ROOT:?run through make check}/tests/tap.sh"
 E=$MODE_FIXTURES/emoji-vl
 M=$E/model
@@ -119,4 +120,43 @@ if diff -r "$T/ref" "$T/sl" >/dev/null 2>&1; then pass "-o DIR/ writes DIR"; els
 run env MODE_PACK_DIE_AT=layer:x mode-pack -m "$M" -a "$T/a3.ms" -o "$T/x" "$T/calib.ms"
 is "$rc" 64 "MODE_PACK_DIE_AT=layer:x: exit 64"
 
+# symbolic links in the model directory: followed inside it, not to the rest of the machine
+echo "not for publication" >"$T/secret"
+Tp=$(cd "$T" && pwd -P)
+mkdir "$T/md" "$T/md/sub"
+cp "$M"/* "$T/md/"
+echo '{"inner": 1}' >"$T/md/sub/inner.json"
+ln -s "$T/secret" "$T/md/secret.json"
+ln -s ../secret "$T/md/escape.json"
+ln -s nowhere "$T/md/dangling.json"
+ln -s tokenizer_config.json "$T/md/chat_template.json"
+ln -s sub/inner.json "$T/md/nested.json"
+run mode-pack -m "$T/md" -a "$T/a3.ms" --samples 1 -o "$T/mdq" "$T/calib.ms"
+is "$rc" 0 "a model directory with symbolic links"
+for f in secret escape dangling; do
+    [ ! -e "$T/mdq/$f.json" ] && pass "$f.json is not copied" || fail "$f.json is not copied"
+done
+grep -rqs "not for publication" "$T/mdq" && fail "the linked file's content is nowhere in the checkpoint" ||
+    pass "the linked file's content is nowhere in the checkpoint"
+has "$T/err" "mode-pack: warning: $T/md/secret.json: a symbolic link to $Tp/secret, outside the model directory: not copied into the checkpoint" \
+    "a warning names the link and its target"
+has "$T/err" "mode-pack: warning: $T/md/escape.json: a symbolic link to $Tp/secret, outside the model directory" "... a relative one too"
+has "$T/err" "mode-pack: warning: $T/md/dangling.json: a symbolic link that does not resolve" "... and one to nothing"
+same_file "$T/mdq/chat_template.json" "$M/tokenizer_config.json" "a link inside the model directory is copied as its content"
+same_file "$T/mdq/nested.json" "$T/md/sub/inner.json" "... also into a subdirectory of it"
+[ -f "$T/mdq/tokenizer.json" ] && [ ! -e "$T/mdq/sub" ] && pass "regular files are copied, directories not" || fail "regular files are copied, directories not"
+
+# a Hugging Face cache snapshot links its files to the repository's blobs/
+H=$T/hub/models--emoji--vl
+mkdir -p "$H/blobs" "$H/snapshots/0123abc"
+for f in "$M"/*; do
+    cp "$f" "$H/blobs/$(basename "$f").blob"
+    ln -s "../../blobs/$(basename "$f").blob" "$H/snapshots/0123abc/$(basename "$f")"
+done
+ln -s "$T/secret" "$H/snapshots/0123abc/evil.json"
+run mode-pack -m "$H/snapshots/0123abc" -a "$T/a3.ms" --samples 1 -o "$T/hfq" "$T/calib.ms"
+is "$rc" 0 "a Hugging Face cache snapshot"
+same_file "$T/hfq/tokenizer.json" "$M/tokenizer.json" "its files linked to blobs/ are copied"
+[ ! -e "$T/hfq/evil.json" ] && pass "a link elsewhere is not" || fail "a link elsewhere is not"
+has "$T/err" "evil.json: a symbolic link to $Tp/secret, outside the model directory" "and is named"
 done_testing
