@@ -2,11 +2,20 @@
 #include "pack.h"
 #include "gptq.h"
 #include "gptqpack.h"
+#include "io.h"
 #include "ops.h"
 #include "quant.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 struct cap {
     int layer;
@@ -486,4 +495,230 @@ out:
     free(c.x), free(c.ex), free(c.xa), free(c.oa), free(c.gu), free(c.dn), free(snap), free(xr), free(gu), free(dn), free(h2), free(act),
         free(H), free(L.proj), free(L.tokens);
     return rc;
+}
+
+/* ---- the resume state and the checkpoint directory's inputs and temporaries (pack.h) -------- */
+
+size_t mode_pack_stats_text(const struct mode_pack_layer *l, char *buf, size_t n)
+{
+    int k = snprintf(buf, n, "rtn_experts %d\nrtn_attention %d\nzero_lost %lld\n", l->n_rtn, l->attn_rtn ? 1 : 0, (long long)l->zero_lost);
+    MODE_ASSERT(k > 0 && (size_t)k < n);
+    return (size_t)k;
+}
+
+#define PACK_STATS_MAX 256 /* a stats file's text: three counts, well under this */
+
+int mode_pack_stats_add(const char *path, struct mode_pack_stats *sum, struct mode_err *err)
+{
+    struct stat st;
+    if (stat(path, &st))
+        return mode_err_set(err, MODE_EDATA, "%s: %s (a resume state from an older mode-pack, or damaged): remove it to start over", path,
+                            strerror(errno));
+    char *text;
+    size_t len;
+    int rc = mode_read_file(path, PACK_STATS_MAX, &text, &len, err);
+    if (rc) return rc;
+    long long v[3];
+    char canon[PACK_STATS_MAX];
+    /* what it says, written back, must be what it holds: one spelling only */
+    int ok = sscanf(text, "rtn_experts %lld rtn_attention %lld zero_lost %lld", &v[0], &v[1], &v[2]) == 3;
+    ok = ok && v[0] >= 0 && (v[1] == 0 || v[1] == 1) && v[2] >= 0;
+    ok = ok && (size_t)snprintf(canon, sizeof canon, "rtn_experts %lld\nrtn_attention %lld\nzero_lost %lld\n", v[0], v[1], v[2]) == len &&
+         !memcmp(canon, text, len);
+    free(text);
+    if (!ok) return mode_err_set(err, MODE_EDATA, "%s: not a mode-pack layer's stats: remove the resume state to start over", path);
+    sum->rtn += v[0], sum->attn_rtn += v[1], sum->zero_lost += v[2];
+    return MODE_OK;
+}
+
+int mode_pack_lock(const char *resume_dir, int *fd, struct mode_err *err)
+{
+    char p[PATH_MAX + 16];
+    if (snprintf(p, sizeof p, "%s/lock", resume_dir) >= (int)sizeof p) return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", resume_dir);
+    *fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (*fd < 0) return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", p, strerror(errno));
+    if (flock(*fd, LOCK_EX | LOCK_NB)) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t k = pread(*fd, pid, sizeof pid - 1, 0);
+        pid[k > 0 ? k : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        close(*fd);
+        *fd = -1;
+        if (e == EWOULDBLOCK)
+            return mode_err_set(err, MODE_ECANTCREAT, "%s is in use by another mode-pack (pid %s): wait for it to end", resume_dir, pid[0] ? pid : "?");
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot lock: %s", p, strerror(e));
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(*fd, 0) || pwrite(*fd, pid, (size_t)n, 0) != n) {
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot write: %s", p, strerror(e));
+    }
+    return MODE_OK;
+}
+
+/* s is prefix followed by at least min characters of [A-Za-z0-9] (mkdtemp's XXXXXX, a pid) */
+static bool named(const char *s, const char *prefix, size_t min)
+{
+    size_t k = strlen(prefix);
+    if (strncmp(s, prefix, k)) return false;
+    s += k;
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!(s[n] >= '0' && s[n] <= '9') && !(s[n] >= 'a' && s[n] <= 'z') && !(s[n] >= 'A' && s[n] <= 'Z')) return false;
+    return n >= min;
+}
+
+/* a resume layer's temporary: layer-NNN.tmp-XXXXXX or layer-NNN.old-PID (io.h's mode_outdir) */
+static bool layer_tmp(const char *s)
+{
+    if (strncmp(s, "layer-", 6)) return false;
+    s += 6;
+    size_t d = strspn(s, "0123456789");
+    return d >= 3 && (named(s + d, ".tmp-", 6) || named(s + d, ".old-", 1));
+}
+
+/* removes the directory `path` (flat: what mode_outdir writes) if it is one, reporting it */
+static void remove_tmp(const char *path, void (*report)(void *, const char *, uint64_t, int), void *ctx)
+{
+    struct stat st;
+    if (lstat(path, &st) || !S_ISDIR(st.st_mode)) return; /* gone meanwhile, or not a temporary directory */
+    uint64_t bytes = 0;
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *de;
+        char p[PATH_MAX + 300];
+        while ((de = readdir(d)))
+            if (snprintf(p, sizeof p, "%s/%s", path, de->d_name) < (int)sizeof p && !lstat(p, &st) && S_ISREG(st.st_mode)) bytes += (uint64_t)st.st_size;
+        closedir(d);
+    }
+    report(ctx, path, bytes, mode_rmdir_flat(path));
+}
+
+int mode_pack_clean(const char *outdir, const char *resume_dir, void (*report)(void *ctx, const char *path, uint64_t bytes, int errnum),
+                    void *ctx, struct mode_err *err)
+{
+    /* OUTDIR.tmp-XXXXXX beside OUTDIR */
+    char dir[PATH_MAX], prefix[NAME_MAX + 16], p[PATH_MAX + 300];
+    const char *slash = strrchr(outdir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == outdir) snprintf(dir, sizeof dir, "/");
+    else if (snprintf(dir, sizeof dir, "%.*s", (int)(slash - outdir), outdir) >= (int)sizeof dir)
+        return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", outdir);
+    const char *base = slash ? slash + 1 : outdir;
+    if (strlen(base) > NAME_MAX) return mode_err_set(err, MODE_ECANTCREAT, "%s: name too long", outdir);
+    snprintf(prefix, sizeof prefix, "%s.tmp-", base);
+    const char *where[2] = {dir, resume_dir};
+    for (int k = 0; k < 2; k++) {
+        DIR *d = opendir(where[k]);
+        if (!d) return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot list: %s", where[k], strerror(errno));
+        /* names first: removing while reading a directory may skip entries */
+        size_t n = 0, cap = 0;
+        char **names = NULL;
+        struct dirent *de;
+        int rc = MODE_OK;
+        while ((de = readdir(d)) && !rc) {
+            if (k == 0 ? !(named(de->d_name, prefix, 6) && strlen(de->d_name) == strlen(prefix) + 6) : !layer_tmp(de->d_name)) continue;
+            if (n == cap) {
+                char **nn = realloc(names, sizeof *names * (cap = cap ? 2 * cap : 8));
+                if (!nn) rc = mode_err_oom(err, sizeof *names * cap, "a directory listing");
+                else names = nn;
+            }
+            if (!rc && !(names[n++] = strdup(de->d_name))) rc = mode_err_oom(err, strlen(de->d_name) + 1, "a directory listing");
+        }
+        closedir(d);
+        for (size_t i = 0; i < n; i++) {
+            /* beside OUTDIR, named as OUTDIR was given (no "./" added) */
+            const char *in = k ? resume_dir : slash ? dir : NULL;
+            if (!rc && (in ? snprintf(p, sizeof p, "%s/%s", in, names[i]) : snprintf(p, sizeof p, "%s", names[i])) < (int)sizeof p)
+                remove_tmp(p, report, ctx);
+            free(names[i]);
+        }
+        free(names);
+        if (rc) return rc;
+    }
+    return MODE_OK;
+}
+
+/* path lies inside dir (both resolved, no trailing slash) */
+static bool within(const char *path, const char *dir)
+{
+    size_t k = strlen(dir);
+    if (k == 1 && dir[0] == '/') return true;
+    return !strncmp(path, dir, k) && path[k] == '/';
+}
+
+static int side_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct mode_pack_side *)a)->name, ((const struct mode_pack_side *)b)->name);
+}
+
+int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err)
+{
+    *out = NULL, *n = 0;
+    char root[PATH_MAX], blobs[PATH_MAX + 16] = "";
+    if (!realpath(model_dir, root)) return mode_err_set(err, MODE_ENOINPUT, "%s: %s", model_dir, strerror(errno));
+    /* a Hugging Face cache snapshot, models--X/snapshots/REV: its files link to models--X/blobs/ */
+    {
+        char *s = strrchr(root, '/');
+        if (s && s > root) {
+            *s = 0;
+            char *snap = strrchr(root, '/');
+            if (snap && !strcmp(snap + 1, "snapshots") && snap > root) {
+                *snap = 0;
+                const char *repo = strrchr(root, '/');
+                if (repo && !strncmp(repo + 1, "models--", 8)) snprintf(blobs, sizeof blobs, "%s/blobs", root);
+                *snap = '/';
+            }
+            *s = '/';
+        }
+    }
+    DIR *d = opendir(model_dir);
+    if (!d) return mode_err_set(err, MODE_ENOINPUT, "%s: cannot list: %s", model_dir, strerror(errno));
+    size_t cap = 0;
+    int rc = MODE_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) && !rc) {
+        const char *name = de->d_name;
+        const size_t len = strlen(name);
+        if (name[0] == '.' || !strcmp(name, "config.json") || !strcmp(name, "README.md") || (len > 12 && !strcmp(name + len - 12, ".safetensors")) ||
+            strstr(name, ".safetensors.index.json"))
+            continue;
+        char path[sizeof (*out)->src], tgt[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", model_dir, name) >= (int)sizeof path) continue;
+        struct stat st;
+        if (lstat(path, &st)) continue; /* gone meanwhile */
+        const char *src = path;
+        char skip[sizeof (*out)->skip] = "";
+        if (S_ISLNK(st.st_mode)) {
+            if (!realpath(path, tgt)) snprintf(skip, sizeof skip, "a symbolic link that does not resolve (%s)", strerror(errno));
+            else if (stat(tgt, &st) || !S_ISREG(st.st_mode)) continue; /* to a directory or a device: left out as those are */
+            else if (within(tgt, root) || (blobs[0] && within(tgt, blobs))) src = tgt;
+            else snprintf(skip, sizeof skip, "a symbolic link to %s, outside the model directory", tgt);
+        } else if (!S_ISREG(st.st_mode))
+            continue;
+        if (*n == cap) {
+            struct mode_pack_side *ns = realloc(*out, sizeof **out * (cap = cap ? 2 * cap : 16));
+            if (!ns) {
+                rc = mode_err_oom(err, sizeof **out * cap, "the model directory's listing");
+                break;
+            }
+            *out = ns;
+        }
+        struct mode_pack_side *f = &(*out)[(*n)++];
+        snprintf(f->name, sizeof f->name, "%s", name);
+        snprintf(f->src, sizeof f->src, "%s", src);
+        snprintf(f->skip, sizeof f->skip, "%s", skip);
+    }
+    closedir(d);
+    if (rc) {
+        free(*out);
+        *out = NULL, *n = 0;
+        return rc;
+    }
+    if (*n) qsort(*out, *n, sizeof **out, side_cmp);
+    return MODE_OK;
 }

@@ -64,4 +64,57 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
                   int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err),
                   void *emit_ctx, struct mode_err *err);
 
+/* ---- the resume state and the checkpoint directory's inputs and temporaries ----------------
+ *
+ * mode-pack keeps OUTDIR.resume/ while it runs: per finished decoder layer, layer-NNN/ holds the
+ * layer's packed tensors (model.safetensors), its counts (stats, below), the fingerprint of the
+ * run's inputs and options, and for the last finished layer its output hidden states. The final
+ * write goes to OUTDIR.tmp-XXXXXX (io.h's mode_outdir), renamed into place.
+ *
+ * A run holds an exclusive flock(2) on OUTDIR.resume/lock from before it writes anything until
+ * it ends: it is the only writer of OUTDIR's temporaries (OUTDIR.tmp-* beside OUTDIR and
+ * layer-NNN.tmp-* / layer-NNN.old-* inside OUTDIR.resume/), so those it finds when it takes the
+ * lock were left by a run that died and are removed; two runs on one OUTDIR never share it. */
+
+/* What a layer contributes to the warnings, config.json and the model card; persisted per layer
+ * so that a resumed run writes the same bytes as an uninterrupted one. */
+struct mode_pack_stats {
+    int64_t rtn;       /* experts rounded to nearest for lack of tokens */
+    int64_t attn_rtn;  /* layers whose attention was rounded to nearest */
+    int64_t zero_lost; /* v1 zero points the format cannot hold */
+};
+
+/* The stats file's text ("rtn_experts N\nrtn_attention N\nzero_lost N\n") of layer l into buf
+ * (size n); returns its length. */
+size_t mode_pack_stats_text(const struct mode_pack_layer *l, char *buf, size_t n);
+/* Reads a stats file and adds its counts to *sum. MODE_EDATA when it is missing or malformed. */
+int mode_pack_stats_add(const char *path, struct mode_pack_stats *sum, struct mode_err *err);
+
+/* Takes the lock of resume_dir (which must exist), writing the holder's pid into it; *fd is held
+ * open (close-on-exec) until the process ends. MODE_ECANTCREAT naming the holder's pid when
+ * another process holds it, or when it cannot be created. */
+int mode_pack_lock(const char *resume_dir, int *fd, struct mode_err *err);
+
+/* Removes the temporaries of outdir left by dead runs (see above; call with the lock held):
+ * report is called once per temporary found, with its path, the bytes of the files it held and 0,
+ * or the errno value that kept it from being removed. */
+int mode_pack_clean(const char *outdir, const char *resume_dir, void (*report)(void *ctx, const char *path, uint64_t bytes, int errnum),
+                    void *ctx, struct mode_err *err);
+
+/* The model directory's files that the checkpoint carries over as they are (tokenizer,
+ * processor, chat template, generation config...): every entry but hidden ones, config.json,
+ * README.md, *.safetensors and *.safetensors.index.json. A regular file is taken. A symbolic link
+ * is followed only to a regular file inside the model directory (after resolving every link),
+ * or, for a Hugging Face cache snapshot (.../models--X/snapshots/REV), inside that repository's
+ * blobs/; a link elsewhere, or to nothing, is listed with `skip` saying why and is not read.
+ * Other entries (directories, devices) are left out. */
+struct mode_pack_side {
+    char name[256];  /* the entry's name in the model directory and in the checkpoint */
+    char src[4096];  /* the file to read: the entry, or the link's resolved target */
+    char skip[4200]; /* empty: copy; else why not (a link: "a symbolic link to T, outside ...") */
+};
+/* Returns new *out (caller frees) of *n entries, sorted by name. MODE_ENOINPUT when the directory
+ * cannot be listed. */
+int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err);
+
 #endif

@@ -15,9 +15,9 @@
 #include "../common/device.h"
 #include "../common/input.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,9 +60,32 @@ struct run {
     int E;
     int64_t N, D;
     int last_done;
-    int64_t rtn, zero_lost, attn_rtn;
     time_t t0;
 };
+
+/* MODE_PACK_DIE_AT (mode-pack(1), ENVIRONMENT), a testing aid: the process kills itself with
+ * SIGKILL at one point, leaving what a crash or `kill -9` there would leave */
+enum { DIE_NEVER, DIE_LAYER_WRITE, DIE_LAYER, DIE_WRITE };
+static int die_at = DIE_NEVER, die_layer = -1;
+
+static void die_at_parse(void)
+{
+    const char *v = getenv("MODE_PACK_DIE_AT");
+    if (!v || !*v) return;
+    const char *num = NULL;
+    if (!strcmp(v, "write")) die_at = DIE_WRITE;
+    else if (!strncmp(v, "layer:", 6)) die_at = DIE_LAYER, num = v + 6;
+    else if (!strncmp(v, "layer-write:", 12)) die_at = DIE_LAYER_WRITE, num = v + 12;
+    char *end = NULL;
+    if (num) die_layer = (int)strtol(num, &end, 10);
+    if (die_at == DIE_NEVER || (num && (end == num || *end || die_layer < 0)))
+        mode_die(MODE_EUSAGE, "MODE_PACK_DIE_AT: '%s' is not layer:N, layer-write:N or write", v);
+}
+
+static void die_here(int at, int layer)
+{
+    if (at == die_at && layer == die_layer) raise(SIGKILL);
+}
 
 static void proj_name(char *buf, size_t n, int layer, int e, int p, const char *what)
 {
@@ -135,8 +158,14 @@ static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_r
         }
     if (!rc) rc = mode_st_writer_finish(&w, e);
     mode_st_writer_free(&w);
+    /* what the final write needs of this layer besides its tensors, so that a resumed run
+     * writes and warns as an uninterrupted one */
+    char stats[256];
+    const size_t sl = mode_pack_stats_text(l, stats, sizeof stats);
+    if (!rc) rc = mode_outdir_write(&od, "stats", stats, sl, e);
     if (!rc) rc = mode_outdir_write(&od, "hidden.f32", b->h, sizeof *b->h * (size_t)(b->n_rows * r->D), e);
     if (!rc) rc = mode_outdir_write(&od, "fingerprint", r->fingerprint, 64, e);
+    if (!rc) die_here(DIE_LAYER_WRITE, l->layer);
     if (!rc) rc = mode_outdir_commit(&od, e);
     if (rc) goto fail;
     mode_cli_tmp_remove(od.tmp);
@@ -146,9 +175,7 @@ static int emit(void *vctx, const struct mode_pack_layer *l, const struct mode_r
         unlink(path);
     }
     r->last_done = l->layer;
-    r->rtn += l->n_rtn;
-    r->attn_rtn += l->attn_rtn;
-    r->zero_lost += l->zero_lost;
+    die_here(DIE_LAYER, l->layer);
     return MODE_OK;
 fail:
     mode_outdir_abort(&od);
@@ -230,28 +257,44 @@ static int file_exists(const char *p)
     return stat(p, &st) == 0;
 }
 
-/* copies the model directory's other files (tokenizer, processor, generation config...) */
-static void copy_side_files(const char *src, const struct mode_outdir *od)
+/* the model directory's other files (tokenizer, processor, generation config...), listed when
+ * the run starts so that a link refused is said at once (lib/pack.h says which are followed) */
+static struct mode_pack_side *list_side_files(const char *model_dir, size_t *n)
 {
-    DIR *d = opendir(src);
-    if (!d) mode_die(MODE_ENOINPUT, "%s: cannot list: %s", src, strerror(errno));
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *n = de->d_name;
-        size_t len = strlen(n);
-        if (n[0] == '.' || !strcmp(n, "config.json") || !strcmp(n, "README.md") || (len > 12 && !strcmp(n + len - 12, ".safetensors")) ||
-            strstr(n, ".safetensors.index.json"))
-            continue;
-        char p[8300];
-        snprintf(p, sizeof p, "%s/%s", src, n);
-        struct stat st;
-        if (stat(p, &st) || !S_ISREG(st.st_mode)) continue;
+    struct mode_pack_side *f;
+    if (mode_pack_side_files(model_dir, &f, n, &err)) mode_fail(&err);
+    for (size_t i = 0; i < *n; i++)
+        if (f[i].skip[0]) mode_warn("%s/%s: %s: not copied into the checkpoint", model_dir, f[i].name, f[i].skip);
+    return f;
+}
+
+static void copy_side_files(const struct mode_pack_side *f, size_t n, const struct mode_outdir *od)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (f[i].skip[0]) continue;
         char *data;
         size_t dl;
-        if (mode_read_file(p, PACK_SIDE_FILE_MAX, &data, &dl, &err) || mode_outdir_write(od, n, data, dl, &err)) mode_fail(&err);
+        if (mode_read_file(f[i].src, PACK_SIDE_FILE_MAX, &data, &dl, &err) || mode_outdir_write(od, f[i].name, data, dl, &err)) mode_fail(&err);
         free(data);
     }
-    closedir(d);
+}
+
+/* the counts of layers 0 .. n-1 from their resume state */
+static void layer_stats(const struct run *r, int n, struct mode_pack_stats *st)
+{
+    *st = (struct mode_pack_stats){0};
+    for (int l = 0; l < n; l++) {
+        char p[4400];
+        snprintf(p, sizeof p, "%s/layer-%03d/stats", r->resume_dir, l);
+        if (mode_pack_stats_add(p, st, &err)) mode_fail(&err);
+    }
+}
+
+static void report_removed(void *ctx, const char *path, uint64_t bytes, int errnum)
+{
+    (void)ctx;
+    if (errnum) mode_warn("%s: left by an interrupted run, %llu bytes, not removed: %s", path, (unsigned long long)bytes, strerror(errnum));
+    else fprintf(stderr, "%s: removed %s, left by an interrupted run (%llu bytes)\n", mode_prog, path, (unsigned long long)bytes);
 }
 
 int main(int argc, char **argv)
@@ -324,6 +367,12 @@ int main(int argc, char **argv)
         }
     }
     if (!model_dir || !alloc_path || !outdir) mode_die(MODE_EUSAGE, "-m DIR, -a ALLOC and -o OUTDIR are required");
+    /* OUTDIR without trailing slashes: OUTDIR.resume and OUTDIR.tmp-* are its siblings */
+    char outbuf[4096];
+    if (snprintf(outbuf, sizeof outbuf, "%s", outdir) >= (int)sizeof outbuf) mode_die(MODE_EUSAGE, "-o: path too long");
+    for (size_t k = strlen(outbuf); k > 1 && outbuf[k - 1] == '/';) outbuf[--k] = 0;
+    outdir = outbuf;
+    die_at_parse();
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most");
     if (file_exists(outdir)) mode_die(MODE_ECANTCREAT, "%s exists: mode-pack does not overwrite a checkpoint", outdir);
     o.device = mode_cli_device(device);
@@ -353,6 +402,8 @@ int main(int argc, char **argv)
                 mode_die(MODE_EUSAGE, "--attn-bits %d: %s (%lld x %lld): %s", o.attn_bits, pn[p], (long long)dims[p][0], (long long)dims[p][1], err.msg);
     }
     const int L = m.cfg.text.n_layer, E = m.cfg.text.n_expert;
+    size_t n_side;
+    struct mode_pack_side *side = list_side_files(model_dir, &n_side);
     struct mode_stream_reader ar;
     int *bits = read_alloc(alloc_path, &m, &ar);
     for (int l = 0; l < L; l++)
@@ -390,7 +441,13 @@ int main(int argc, char **argv)
     }
     snprintf(r.resume_dir, sizeof r.resume_dir, "%s.resume", outdir);
     if (mode_rt_vision(&rt, &b, &err)) mode_fail(&err);
-    if (file_exists(r.resume_dir)) {
+    /* the resume state, locked for this run; what dead runs left of OUTDIR's temporaries goes */
+    const bool existed = file_exists(r.resume_dir);
+    if (!existed && mkdir(r.resume_dir, 0777) && errno != EEXIST)
+        mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
+    int lock_fd;
+    if (mode_pack_lock(r.resume_dir, &lock_fd, &err) || mode_pack_clean(outdir, r.resume_dir, report_removed, NULL, &err)) mode_fail(&err);
+    if (existed) {
         if (!resume)
             mode_die(MODE_ECANTCREAT, "%s exists from an interrupted run: continue it with --resume, or remove it", r.resume_dir);
         /* the last completed layer with its hidden states */
@@ -414,21 +471,25 @@ int main(int argc, char **argv)
             r.last_done = l;
         }
         if (r.last_done >= 0) {
+            struct mode_pack_stats st;
+            layer_stats(&r, r.last_done + 1, &st); /* checked now rather than after the remaining layers */
             b.next_layer = r.last_done + 1;
             o.start_layer = r.last_done + 1;
             if (isatty(2)) fprintf(stderr, "mode-pack: resuming after layer %d\n", r.last_done);
         }
-    } else if (mkdir(r.resume_dir, 0777) && errno != EEXIST)
-        mode_die(MODE_ECANTCREAT, "%s: cannot create: %s", r.resume_dir, strerror(errno));
+    }
     o.progress = progress, o.progress_ctx = &r;
     if (o.start_layer < L && mode_pack_run(&rt, &b, bits, &o, emit, &r, &err)) mode_fail(&err);
     mode_cli_device_report(&rt);
-    if (r.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)r.rtn, (long long)o.min_tokens);
-    if (r.attn_rtn)
-        mode_warn("the attention of %lld layers was rounded to nearest: fewer than %lld calibration tokens", (long long)r.attn_rtn, (long long)o.min_tokens);
-    if (r.zero_lost)
+    /* the counts of every layer, this run's and those of the run it resumes alike */
+    struct mode_pack_stats st;
+    layer_stats(&r, L, &st);
+    if (st.rtn) mode_warn("%lld experts had fewer than %lld calibration tokens and were rounded to nearest", (long long)st.rtn, (long long)o.min_tokens);
+    if (st.attn_rtn)
+        mode_warn("the attention of %lld layers was rounded to nearest: fewer than %lld calibration tokens", (long long)st.attn_rtn, (long long)o.min_tokens);
+    if (st.zero_lost)
         mode_warn("%lld zero points are 0, which the v1 format stores as -1: loaders will dequantise those groups off by one level (use --format gptq_v2)",
-                  (long long)r.zero_lost);
+                  (long long)st.zero_lost);
 
     /* the checkpoint */
     struct mode_outdir od;
@@ -456,6 +517,7 @@ int main(int argc, char **argv)
     }
     if (mode_st_writer_finish(&w, &err)) mode_fail(&err);
     mode_st_writer_free(&w);
+    die_here(DIE_WRITE, -1);
 
     /* config.json: the model's, with quantization_config and the allocation */
     char cp[4200];
@@ -521,8 +583,8 @@ int main(int argc, char **argv)
     json_object_set_new(mode, "fp_inputs", json_boolean(o.fp_inputs));
     json_object_set_new(mode, "attn_bits", json_integer(o.attn_bits ? o.attn_bits : 16));
     json_object_set_new(mode, "gptq_device", json_string(mode_device_name(o.device)));
-    json_object_set_new(mode, "rtn_fallback_experts", json_integer(r.rtn));
-    if (o.attn_bits) json_object_set_new(mode, "rtn_fallback_attention_layers", json_integer(r.attn_rtn));
+    json_object_set_new(mode, "rtn_fallback_experts", json_integer(st.rtn));
+    if (o.attn_bits) json_object_set_new(mode, "rtn_fallback_attention_layers", json_integer(st.attn_rtn));
     json_object_set_new(mode, "calibration_samples", json_integer(n));
     json_object_set_new(mode, "calibration_tokens", json_integer(b.n_rows));
     json_object_set_new(mode, "fingerprint", json_string(r.fingerprint));
@@ -559,7 +621,7 @@ int main(int argc, char **argv)
     if (!text || mode_outdir_write(&od, "config.json", text, strlen(text), &err)) mode_fail(&err);
     free(text);
     json_decref(cfg);
-    copy_side_files(model_dir, &od);
+    copy_side_files(side, n_side, &od);
 
     /* model card and picture */
     {
@@ -608,7 +670,7 @@ int main(int argc, char **argv)
                            o.attn_bits ? "the text attention's projections with GPTQ too; router, embeddings, norms\nand the vision tower are as in the original checkpoint."
                                        : "attention, router,\nembeddings and the vision tower are as in the original checkpoint.",
                            method, budget, sum / ((double)moe * E), attn_desc, o.group, o.sym ? "symmetric" : "asymmetric",
-                           o.gptq_v1 ? "gptq (v1)" : "gptq_v2", n, (long long)b.n_rows, (long long)r.rtn);
+                           o.gptq_v1 ? "gptq (v1)" : "gptq_v2", n, (long long)b.n_rows, (long long)st.rtn);
         for (int kk = 2; kk <= 16; kk++)
             if (hist[kk]) off += snprintf(card + off, sizeof card - (size_t)off, "%d experts at %d bits; ", hist[kk], kk);
         snprintf(card + off, sizeof card - (size_t)off,
@@ -626,7 +688,12 @@ int main(int argc, char **argv)
         snprintf(p, sizeof p, "%s/layer-%03d", r.resume_dir, l);
         mode_rmdir_flat(p);
     }
-    rmdir(r.resume_dir);
+    char lp[4400];
+    snprintf(lp, sizeof lp, "%s/lock", r.resume_dir);
+    unlink(lp);
+    if (rmdir(r.resume_dir)) mode_warn("%s: not removed: %s", r.resume_dir, strerror(errno));
+    close(lock_fd);
+    free(side);
 
     free(bits);
     mode_stream_reader_free(&ar);
