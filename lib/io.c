@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,11 +367,23 @@ static int open_err(const char *path, int e, struct mode_err *err)
     return mode_err_set(err, code, "%s: %s", path, strerror(e));
 }
 
-int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+static const char *file_type(mode_t m)
+{
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a plain file";
+}
+
+static int read_file(const char *path, size_t max_bytes, bool regular_only, char **out, size_t *len, struct mode_err *err)
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK when only a regular file will do: a FIFO without a writer would block the open
+     * itself before it could be refused */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
     if (fd < 0) return open_err(path, errno, err);
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -382,6 +395,11 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
         close(fd);
         return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
     }
+    if (regular_only && !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file (%s)", path, file_type(st.st_mode));
+    }
+    if (regular_only) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* reads that block, as without it */
     /* a regular file says its size: refused before anything is allocated; a pipe is read in
      * doubling steps that stop one byte past the limit */
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes) {
@@ -432,6 +450,16 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
     return MODE_OK;
 }
 
+int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+{
+    return read_file(path, max_bytes, false, out, len, err);
+}
+
+int mode_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+{
+    return read_file(path, max_bytes, true, out, len, err);
+}
+
 int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
 {
     m->data = NULL;
@@ -444,9 +472,13 @@ int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
         close(fd);
         return open_err(path, e, err);
     }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
+    }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file", path);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file (%s)", path, file_type(st.st_mode));
     }
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -92,6 +92,10 @@ int mode_rmdir_flat(const char *path);
 /* Reads a whole file into a NUL-terminated malloc'ed buffer; fails with MODE_EDATA when it is
  * larger than max_bytes. Caller frees *out. */
 int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);
+/* The same for a file that must be a regular one (an image, a side file): a directory, a
+ * device (/dev/zero), a FIFO or a socket is refused with MODE_ENOINPUT before a byte is read,
+ * and a FIFO without a writer does not block the open. */
+int mode_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);
 
 /* Read-only private mapping of a whole file. An empty file gives data == NULL, size == 0. */
 struct mode_map {
