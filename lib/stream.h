@@ -57,6 +57,9 @@ struct mode_mp_scan {
     int in_msg;       /* inside a message */
     uint64_t msg_len; /* bytes of the current message so far */
     uint64_t msg_objs; /* elements of its maps and arrays declared so far (decoded objects) */
+    uint8_t head[64];  /* the first bytes of the current message: a cut message is told to be a
+                          trailer or a record by its keys */
+    uint32_t head_len;
 };
 
 struct mode_stream_reader {
