@@ -55,19 +55,28 @@ static void print_obj(const msgpack_object *o, int values)
     out_check(mode_wbuf_putc(&out, '\n'));
 }
 
+/* A bad or cut input: what was printed so far is complete lines (one per object), part of them
+ * still in the output buffer; they go out before the error, so that the output holds every
+ * complete record read and ends with a complete line. */
+static void read_fail(void)
+{
+    mode_wbuf_flush(&out); /* a failed write here is secondary: the read error is reported */
+    mode_fail(&err);
+}
+
 /* Default and --check: read every stream of every input. */
 static void cat_inputs(char **paths, int n, int values, int header_only, int check)
 {
     for (int i = 0; i < n; i++) {
         struct mode_stream_reader r;
-        if (mode_stream_open(&r, paths[i], &err)) mode_fail(&err);
+        if (mode_stream_open(&r, paths[i], &err)) read_fail();
         for (;;) {
-            if (mode_stream_read_header(&r, NULL, &err)) mode_fail(&err);
+            if (mode_stream_read_header(&r, NULL, &err)) read_fail();
             if (!check) print_obj(r.header, values);
             if (header_only) break;
             const msgpack_object *rec;
             for (;;) {
-                if (mode_stream_next(&r, &rec, &err)) mode_fail(&err);
+                if (mode_stream_next(&r, &rec, &err)) read_fail();
                 if (!rec) break;
                 if (!check) print_obj(rec, values);
             }
@@ -78,7 +87,7 @@ static void cat_inputs(char **paths, int n, int values, int header_only, int che
             else
                 print_obj(r.trailer, values);
             int more;
-            if (mode_stream_more(&r, &more, &err)) mode_fail(&err);
+            if (mode_stream_more(&r, &more, &err)) read_fail();
             if (!more) break;
         }
         mode_stream_reader_free(&r);
