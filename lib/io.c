@@ -367,6 +367,28 @@ static int open_err(const char *path, int e, struct mode_err *err)
     return mode_err_set(err, code, "%s: %s", path, strerror(e));
 }
 
+int mode_open_read(const char *path, int *fd, struct mode_err *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int e = errno;
+        return mode_err_set(err, e == EIO ? MODE_EIO : MODE_ENOINPUT, "%s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(*fd, &st) < 0) {
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        return mode_err_set(err, MODE_EIO, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
+    }
+    return MODE_OK;
+}
+
 static const char *file_type(mode_t m)
 {
     if (S_ISDIR(m)) return "a directory";

@@ -89,6 +89,11 @@ void mode_outdir_abort(struct mode_outdir *d);
 /* Removes a directory and the plain files in it (one level). Returns 0 or an errno value. */
 int mode_rmdir_flat(const char *path);
 
+/* Opens path for reading into *fd (closed by the caller). A directory is refused with
+ * MODE_ENOINPUT "PATH: is a directory" (read(2) would fail later with EISDIR, an I/O error);
+ * a path that cannot be opened is MODE_ENOINPUT, or MODE_EIO for a device error. */
+int mode_open_read(const char *path, int *fd, struct mode_err *err);
+
 /* Reads a whole file into a NUL-terminated malloc'ed buffer; fails with MODE_EDATA when it is
  * larger than max_bytes. Caller frees *out. */
 int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);

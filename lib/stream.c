@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64u * 1024u)
@@ -298,15 +299,23 @@ int mode_stream_reader_init(struct mode_stream_reader *r, int fd, const char *na
 
 int mode_stream_open(struct mode_stream_reader *r, const char *path, struct mode_err *err)
 {
-    if (strcmp(path, "-") == 0) return mode_stream_reader_init(r, 0, "<stdin>", err);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
+    struct stat st;
+    if (strcmp(path, "-") == 0) {
+        if (fstat(0, &st) == 0 && S_ISDIR(st.st_mode)) { /* `filter <dir` */
+            memset(r, 0, sizeof *r);
+            r->fd = -1;
+            return mode_err_set(err, MODE_ENOINPUT, "<stdin>: is a directory");
+        }
+        return mode_stream_reader_init(r, 0, "<stdin>", err);
+    }
+    int fd;
+    int rc = mode_open_read(path, &fd, err);
+    if (rc) {
         memset(r, 0, sizeof *r);
         r->fd = -1;
-        return mode_err_set(err, e == EIO ? MODE_EIO : MODE_ENOINPUT, "%s: %s", path, strerror(e));
+        return rc;
     }
-    int rc = mode_stream_reader_init(r, fd, path, err);
+    rc = mode_stream_reader_init(r, fd, path, err);
     if (rc) {
         close(fd);
         return rc;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -94,11 +95,21 @@ static void cat_inputs(char **paths, int n, int values, int header_only, int che
     }
 }
 
+/* `mode-cat -s <dir`: refused as a named directory is (mode_open_read) */
+static void stdin_not_dir(void)
+{
+    struct stat st;
+    if (fstat(0, &st) == 0 && S_ISDIR(st.st_mode)) mode_die(MODE_ENOINPUT, "<stdin>: is a directory");
+}
+
 /* stdin (or any unseekable input) is copied to an anonymous file so -s can read it twice */
 static int spool(const char *path)
 {
-    int fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : dup(0);
-    if (fd < 0) mode_die(errno == ENOENT || errno == EACCES ? MODE_ENOINPUT : MODE_EIO, "%s: %s", path, strerror(errno));
+    int fd;
+    if (!strcmp(path, "-")) {
+        stdin_not_dir();
+        if ((fd = dup(0)) < 0) mode_die(MODE_EIO, "<stdin>: %s", strerror(errno));
+    } else if (mode_open_read(path, &fd, &err)) mode_fail(&err);
     if (lseek(fd, 0, SEEK_SET) == 0) return fd;
     const char *dir = getenv("TMPDIR");
     char tmpl[4096];
@@ -259,9 +270,12 @@ static void from_json(char **paths, int n)
     char *line = NULL;
     size_t cap = 0;
     for (int i = 0; i < n; i++) {
-        FILE *f = strcmp(paths[i], "-") ? fopen(paths[i], "r") : stdin;
+        FILE *f = stdin;
         const char *name = strcmp(paths[i], "-") ? paths[i] : "<stdin>";
-        if (!f) mode_die(errno == ENOENT || errno == EACCES ? MODE_ENOINPUT : MODE_EIO, "%s: %s", paths[i], strerror(errno));
+        int fd;
+        if (!strcmp(paths[i], "-")) stdin_not_dir();
+        else if (mode_open_read(paths[i], &fd, &err)) mode_fail(&err);
+        else if (!(f = fdopen(fd, "r"))) mode_die(MODE_EUNAVAILABLE, "%s: %s", paths[i], strerror(errno));
         ssize_t len;
         for (long lineno = 1; (len = read_line(f, &line, &cap, MODE_CAT_MAX_LINE)) != -1; lineno++) {
             if (len == -2) {
