@@ -20,7 +20,7 @@
  * status and the message stays the first one. */
 struct mode_wbuf {
     int fd;
-    char name[256]; /* for messages: "<stdout>" or the path */
+    char name[4096]; /* for messages: "<stdout>" or the path (PATH_MAX) */
     char *buf;
     size_t len, cap;
     struct mode_err err;

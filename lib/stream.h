@@ -63,7 +63,7 @@ struct mode_mp_scan {
 };
 
 struct mode_stream_reader {
-    char name[256];
+    char name[4096]; /* for messages: a path (PATH_MAX) or "<stdin>" */
     mode_read_fn read;
     void *ctx;
     int fd;       /* for the default read function; -1 otherwise */

@@ -133,7 +133,7 @@ static int spool(const char *path)
 struct seen_header {
     struct mode_mp bytes; /* the header re-encoded: u's strings point into it */
     msgpack_unpacked u;
-    char name[256];
+    char name[4096];
 };
 
 /* -s: pass 1 validates everything and collects the headers, pass 2 writes. */
@@ -287,8 +287,9 @@ static void from_json(char **paths, int n)
             size_t k = 0;
             while (k < (size_t)len && (line[k] == ' ' || line[k] == '\t')) k++;
             if (k == (size_t)len) continue; /* blank line */
-            char where[300];
-            snprintf(where, sizeof where, "%s: line %ld", name, lineno);
+            char what[32], where[4096 + sizeof what]; /* "PATH: line N": an input path fits whole */
+            snprintf(what, sizeof what, "line %ld", lineno);
+            snprintf(where, sizeof where, "%s: %s", name, what);
             mode_mp_reset(&b);
             if (mode_mpjson_parse(&b, line, (size_t)len, where, &err)) mode_fail(&err);
             msgpack_unpacked u;
@@ -299,12 +300,12 @@ static void from_json(char **paths, int n)
             const msgpack_object *o = &u.data;
             if (mode_mp_get(o, "magic")) {
                 if (w.state == 1 && mode_stream_write_trailer(&w, NULL, &err)) mode_fail(&err);
-                if (mode_stream_check_header(o, name, where + strlen(name) + 2, &err)) mode_fail(&err);
+                if (mode_stream_check_header(o, name, what, &err)) mode_fail(&err);
                 if (mode_stream_write_header(&w, &b, &err)) mode_fail(&err);
                 streams++;
             } else if (mode_mp_get(o, "end")) {
                 if (w.state != 1) mode_die(MODE_EDATA, "%s: a trailer outside a stream", where);
-                struct mode_rec t = {o, name, where + strlen(name) + 2};
+                struct mode_rec t = {o, name, what};
                 int64_t nrec = -1;
                 const msgpack_object *summary = NULL;
                 if (!mode_mp_str_eq(mode_mp_get(o, "end"), MODE_STREAM_MAGIC))

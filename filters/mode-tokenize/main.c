@@ -92,7 +92,7 @@ int main(int argc, char **argv)
 
     struct mode_model m;
     if (mode_model_open(&m, model_dir, &err)) mode_fail(&err);
-    char tpath[4096];
+    char tpath[4096 + 64]; /* model_dir was opened: at most PATH_MAX */
     snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model_dir);
     struct mode_tokenizer *tok;
     if (mode_tokenizer_load(tpath, &tok, &err)) mode_fail(&err);
