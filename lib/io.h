@@ -52,7 +52,16 @@ struct mode_outfile {
     int in_place; /* an existing device, FIFO or socket: opened as it is, closed by commit */
     char path[4096];
     char tmp[4096]; /* empty when none */
+    int lock_fd;    /* the temporary opened again, flock'ed until it is renamed or removed; -1 */
 };
+
+/* Stale temporaries: a writer killed by SIGKILL (which no handler sees) leaves its temporary
+ * behind. The writer holds an flock(2) on its temporary until it is renamed or removed, so a
+ * temporary of the same output that nobody holds locked is one whose writer is gone, whatever
+ * became of its pid: mode_outfile_open removes those ("path/.NAME.tmp-XXXXXX", regular files of
+ * this user) before it creates its own, and calls mode_outfile_stale_hook with the path of each
+ * (the filters print it). NULL by default. */
+extern void (*mode_outfile_stale_hook)(const char *stale_tmp);
 
 int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err);
 /* When set, called with the path of each temporary an output file creates (add 1) and once it
