@@ -2,6 +2,8 @@
 #include "chat.h"
 #include "image.h"
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,21 +116,64 @@ static int special(struct build *b, int32_t id, const char *spelling, uint8_t sc
     return rc ? rc : add_text(b, spelling, strlen(spelling));
 }
 
+/* With confine, path must name a file inside root once every symbolic link and ".." is
+ * resolved: an absolute path is refused, and so is one that resolves elsewhere (the comparison
+ * is between realpath(root) and realpath(root/path), so a link inside root cannot lead out
+ * either). *resolved (malloc'ed) is the file to read. */
+static int confine(const struct mode_chat_ctx *c, const char *path, const char *full, char **resolved, struct mode_err *err)
+{
+    *resolved = NULL;
+    if (path[0] == '/')
+        return mode_err_set(err, MODE_EDATA, "%s: an absolute image path is refused with --root (paths are relative to %s)", path,
+                            c->root);
+    char *rroot = realpath(c->root, NULL);
+    if (!rroot) return mode_err_set(err, MODE_ENOINPUT, "--root %s: %s", c->root, strerror(errno));
+    char *rfull = realpath(full, NULL);
+    if (!rfull) {
+        int e = errno;
+        free(rroot);
+        return mode_err_set(err, e == ENOMEM ? MODE_EUNAVAILABLE : MODE_ENOINPUT, "%s: %s", full, strerror(e));
+    }
+    size_t n = strlen(rroot);
+    bool inside = !strcmp(rroot, "/") || (!strncmp(rfull, rroot, n) && rfull[n] == '/');
+    if (!inside) {
+        int rc = mode_err_set(err, MODE_EDATA, "%s: outside --root %s (it resolves to %s)", path, c->root, rfull);
+        free(rroot), free(rfull);
+        return rc;
+    }
+    free(rroot);
+    *resolved = rfull;
+    return MODE_OK;
+}
+
 static int image(const struct mode_chat_ctx *c, struct build *b, const char *path)
 {
     char full[4096];
-    if (path[0] == '/' || !c->root || !*c->root) snprintf(full, sizeof full, "%s", path);
-    else snprintf(full, sizeof full, "%s/%s", c->root, path);
-    struct mode_rgb img, rs;
-    int rc = mode_rgb_load(full, &img, b->err);
+    int k;
+    if (!c->confine && (path[0] == '/' || !c->root || !*c->root)) k = snprintf(full, sizeof full, "%s", path);
+    else k = snprintf(full, sizeof full, "%s/%s", c->root, path);
+    if (k < 0 || (size_t)k >= sizeof full)
+        return mode_err_set(b->err, MODE_ENOINPUT, "%s: image path too long (%d bytes with the directory)", path, k);
+    char *resolved = NULL;
+    int rc = c->confine ? confine(c, path, full, &resolved, b->err) : MODE_OK;
     if (rc) return rc;
+    const char *file = resolved ? resolved : full;
+    struct mode_rgb img, rs;
+    rc = mode_rgb_load(file, &img, b->err);
+    if (rc) {
+        free(resolved);
+        return rc;
+    }
     const int P = c->cfg->vision.patch_size, M = c->cfg->vision.merge_size;
     int H, W;
     rc = mode_smart_resize(img.height, img.width, P * M, c->min_pixels, c->max_pixels, &H, &W, b->err);
     if (rc) {
         mode_rgb_free(&img);
-        return mode_err_prefix(b->err, "%s: ", full);
+        mode_err_prefix(b->err, "%s: ", file);
+        free(resolved);
+        return rc;
     }
+    free(resolved);
     rc = mode_image_resize(&img, W, H, &rs, b->err);
     mode_rgb_free(&img);
     if (rc) return rc;

@@ -48,6 +48,9 @@ struct mode_chat_ctx {
     const struct mode_config *cfg;   /* token ids, patch and merge sizes */
     int64_t min_pixels, max_pixels;  /* smart_resize bounds */
     const char *root;                /* directory image paths are relative to */
+    bool confine;                    /* image paths must stay inside root (mode-tokenize --root):
+                                        absolute ones and ones that resolve outside it, through
+                                        ".." or symbolic links, are MODE_EDATA */
     int32_t id_im_start, id_im_end, id_vision_start, id_vision_end, id_image_pad;
 };
 

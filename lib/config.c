@@ -1,6 +1,7 @@
 /* config.c — config.json (hub and transformers-5 forms) and preprocessor_config.json (config.h). */
 #include "config.h"
 
+#include "io.h"
 #include "json.h"
 #include "sha256.h"
 
@@ -41,6 +42,30 @@ static int get_token(const struct mode_jctx *c, json_t *o, const char *key, bool
         return mode_err_set(err, MODE_EDATA, "%s: %s: token id %lld is out of range", c->file, key, (long long)v);
     *out = (int)v;
     return MODE_OK;
+}
+
+/* Reads and parses the JSON file at path. Messages name the file by its base name, as every
+ * other message of this file does: mode_model_open prefixes them with the model directory (an
+ * invalid config.json was named with its directory twice, "dir//dir/config.json: invalid JSON"),
+ * except a missing or unreadable file's (MODE_ENOINPUT), which names the whole path. */
+static int load_json(const char *path, const char *file, json_t **root, struct mode_err *err)
+{
+    char *text;
+    size_t len;
+    *root = NULL;
+    int rc = mode_read_file(path, MODE_CONFIG_MAX_FILE, &text, &len, err);
+    if (rc) {
+        size_t pl = strlen(path);
+        if (rc != MODE_ENOINPUT && err && file != path && !strncmp(err->msg, path, pl) && err->msg[pl] == ':') {
+            size_t fl = strlen(file);
+            memmove(err->msg + fl, err->msg + pl, strlen(err->msg + pl) + 1); /* "PATH: why" -> "FILE: why" */
+            memcpy(err->msg, file, fl);
+        }
+        return rc;
+    }
+    rc = mode_json_parse(file, text, len, root, err);
+    free(text);
+    return rc;
 }
 
 static int bad(const char *file, struct mode_err *err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -239,7 +264,7 @@ int mode_config_load(struct mode_config *cfg, const char *path, struct mode_err 
     memset(cfg, 0, sizeof *cfg);
     json_t *root;
     const char *file = base_name(path);
-    int rc = mode_json_load(path, MODE_CONFIG_MAX_FILE, &root, err);
+    int rc = load_json(path, file, &root, err);
     if (rc) return rc;
     struct mode_jctx c = {file, ""};
     const char *mt = "";
@@ -307,7 +332,7 @@ int mode_preproc_load(struct mode_preproc *p, const char *path, struct mode_err 
     memset(p, 0, sizeof *p);
     json_t *root;
     const char *file = base_name(path);
-    int rc = mode_json_load(path, MODE_CONFIG_MAX_FILE, &root, err);
+    int rc = load_json(path, file, &root, err);
     if (rc) return rc;
     struct mode_jctx c = {file, ""};
     p->do_resize = p->do_rescale = p->do_normalize = p->do_convert_rgb = true;

@@ -8,13 +8,51 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Stores the n bytes of s as err's message. One that does not fit loses its middle, not its
+ * end: the head, "...", then the last half of the buffer. Messages read "PATH: why", so a path
+ * too long for the buffer is shortened and the reason after it is kept whole. */
+static void put_msg(struct mode_err *err, const char *s, size_t n)
+{
+    const size_t cap = sizeof err->msg - 1;
+    if (n <= cap) {
+        memmove(err->msg, s, n);
+        err->msg[n] = 0;
+        return;
+    }
+    const size_t tail = cap / 2, head = cap - tail - 3;
+    memmove(err->msg, s, head);
+    memcpy(err->msg + head, "...", 3);
+    memmove(err->msg + head + 3, s + n - tail, tail);
+    err->msg[cap] = 0;
+}
+
+/* fmt formatted into buf (size cap) or, when longer, into a malloc'ed string (*heap, freed by
+ * the caller); NULL when formatting fails or no memory is left for a long message. */
+static const char *vformat(char *buf, size_t cap, char **heap, size_t *n, const char *fmt, va_list ap)
+{
+    va_list ap2;
+    va_copy(ap2, ap);
+    int k = vsnprintf(buf, cap, fmt, ap);
+    *heap = NULL;
+    *n = k < 0 ? 0 : (size_t)k;
+    if (k >= 0 && (size_t)k >= cap && (*heap = malloc((size_t)k + 1))) vsnprintf(*heap, (size_t)k + 1, fmt, ap2);
+    va_end(ap2);
+    if (k < 0) return NULL;
+    if ((size_t)k >= cap && !*heap) *n = cap - 1; /* no memory: the cut message */
+    return *heap ? *heap : buf;
+}
+
 int mode_err_set(struct mode_err *err, int code, const char *fmt, ...)
 {
     if (err) {
+        char buf[sizeof err->msg], *heap;
+        size_t n;
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        const char *s = vformat(buf, sizeof buf, &heap, &n, fmt, ap);
         va_end(ap);
+        put_msg(err, s ? s : "(unformattable message)", s ? n : strlen("(unformattable message)"));
+        free(heap);
         err->code = code;
     }
     return code;
@@ -23,18 +61,28 @@ int mode_err_set(struct mode_err *err, int code, const char *fmt, ...)
 int mode_err_prefix(struct mode_err *err, const char *fmt, ...)
 {
     if (!err) return MODE_EINTERNAL;
-    char head[sizeof err->msg], old[sizeof err->msg];
+    char buf[sizeof err->msg], *heap;
+    size_t h, o = strlen(err->msg);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(head, sizeof head, fmt, ap);
+    const char *head = vformat(buf, sizeof buf, &heap, &h, fmt, ap);
     va_end(ap);
-    memcpy(old, err->msg, sizeof old);
-    size_t h = strlen(head), o = strlen(old);
-    if (h >= sizeof err->msg) h = sizeof err->msg - 1;
-    if (h + o >= sizeof err->msg) o = sizeof err->msg - 1 - h;
-    memcpy(err->msg, head, h);
-    memcpy(err->msg + h, old, o);
-    err->msg[h + o] = 0;
+    char *all = head ? malloc(h + o + 1) : NULL;
+    if (all) {
+        memcpy(all, head, h);
+        memcpy(all + h, err->msg, o);
+        put_msg(err, all, h + o);
+    } else if (head) { /* no memory: the prefix, then as much of the old message as fits */
+        char old[sizeof err->msg];
+        memcpy(old, err->msg, o + 1);
+        if (h > sizeof err->msg - 1) h = sizeof err->msg - 1;
+        if (h + o > sizeof err->msg - 1) o = sizeof err->msg - 1 - h;
+        memcpy(err->msg, head, h);
+        memcpy(err->msg + h, old, o);
+        err->msg[h + o] = 0;
+    }
+    free(all);
+    free(heap);
     return err->code;
 }
 

@@ -297,7 +297,9 @@ int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err)
     memset(img, 0, sizeof *img);
     char *data;
     size_t n;
-    int rc = mode_read_file(path, MODE_IMAGE_MAX_FILE, &data, &n, err);
+    /* a regular file only: /dev/zero or a FIFO would be read up to the limit (1 GiB) before
+     * being refused, a FIFO without a writer would block */
+    int rc = mode_read_regular_file(path, MODE_IMAGE_MAX_FILE, &data, &n, err);
     if (rc) return rc;
     rc = mode_rgb_decode((const uint8_t *)data, n, path, img, err);
     free(data);

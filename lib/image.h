@@ -36,7 +36,9 @@
  * MODE_IMAGE_MAX_SIDE: one side, far above photographs and screenshots; it keeps every product
  * of a coordinate and a row length inside int in the resampler.
  * MODE_IMAGE_MAX_FILE: the file is read whole; an image at the pixel limit stored without
- * compression as 8-bit RGB is 537 MB. */
+ * compression as 8-bit RGB is 537 MB. A file larger than that is refused by its size, unread;
+ * anything but a regular file (a device such as /dev/zero, a FIFO, a directory) is refused
+ * before it is read (MODE_ENOINPUT). */
 #define MODE_IMAGE_MAX_PIXELS (INT64_C(2) * 89478485)
 #define MODE_IMAGE_MAX_SIDE 32768
 #define MODE_IMAGE_MAX_FILE ((size_t)1 << 30)
@@ -48,7 +50,8 @@ struct mode_rgb {
 };
 
 /* Decodes the file at path (PNG or JPEG, told by content). MODE_ENOINPUT when it cannot be
- * opened; MODE_EDATA for anything else wrong, the message naming the file and the problem. */
+ * opened or is not a regular file; MODE_EDATA for anything else wrong, the message naming the
+ * file and the problem. */
 int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err);
 /* From bytes in memory (name for messages). */
 int mode_rgb_decode(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err);

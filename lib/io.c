@@ -5,9 +5,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #define WBUF_CAP (1u << 16)
 
 void (*mode_outfile_tmp_hook)(const char *tmp, int add);
+void (*mode_outfile_stale_hook)(const char *stale_tmp);
 
 ssize_t mode_read_retry(int fd, void *p, size_t n)
 {
@@ -149,10 +152,81 @@ static int fsync_dir(const char *dir)
     return e;
 }
 
+/* Removes the temporaries ".BASE.tmp-XXXXXX" in dir that no writer holds locked (io.h). A
+ * writer holds its lock from just after it creates the file; one caught in between is seen
+ * removed by the writer, which makes another (mode_outfile_open). */
+static void remove_stale(const char *dir, const char *base)
+{
+    char prefix[NAME_MAX + 16];
+    int pl = snprintf(prefix, sizeof prefix, ".%s.tmp-", base);
+    if (pl < 0 || (size_t)pl >= sizeof prefix) return;
+    DIR *d = opendir(dir);
+    if (!d) return; /* then creating the temporary fails and says why */
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, (size_t)pl) || strlen(e->d_name) != (size_t)pl + 6) continue; /* mkstemp's XXXXXX */
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0) continue;
+        struct stat st, now;
+        if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+            fstatat(dirfd(d), e->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_dev == st.st_dev && now.st_ino == st.st_ino &&
+            unlinkat(dirfd(d), e->d_name, 0) == 0 && mode_outfile_stale_hook) {
+            char p[4096 + NAME_MAX + 2];
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            mode_outfile_stale_hook(p);
+        }
+        close(fd); /* releases the lock */
+    }
+    closedir(d);
+}
+
+/* Creates o->tmp (a mkstemp template) and locks it through a second descriptor, o->lock_fd, so
+ * that closing o->fd before the rename keeps the lock. A concurrent run may take the new file
+ * for a stale one in the moment before it is locked: then it is made again. Returns 0 or an
+ * errno value. */
+static int create_locked_tmp(struct mode_outfile *o)
+{
+    char templ[sizeof o->tmp];
+    memcpy(templ, o->tmp, sizeof templ);
+    for (int tries = 0; tries < 100; tries++) {
+        memcpy(o->tmp, templ, sizeof templ);
+        o->fd = mkostemp(o->tmp, O_CLOEXEC);
+        if (o->fd < 0) return errno;
+        o->lock_fd = open(o->tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (o->lock_fd < 0) {
+            int e = errno;
+            close(o->fd);
+            o->fd = -1;
+            if (e == ENOENT) continue; /* removed already */
+            unlink(o->tmp);
+            return e;
+        }
+        if (flock(o->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+            if (errno != EWOULDBLOCK) { /* a file system without locks: no one removes temporaries there */
+                close(o->lock_fd);
+                o->lock_fd = -1;
+                return 0;
+            }
+            unlink(o->tmp); /* held by a run that is removing it */
+            close(o->lock_fd);
+            close(o->fd);
+            o->lock_fd = o->fd = -1;
+            continue;
+        }
+        struct stat a, b;
+        if (fstat(o->fd, &a) == 0 && lstat(o->tmp, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) return 0;
+        close(o->lock_fd); /* removed before the lock was taken */
+        close(o->fd);
+        o->lock_fd = o->fd = -1;
+    }
+    return EAGAIN;
+}
+
 int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err)
 {
     memset(o, 0, sizeof *o);
     o->fd = -1;
+    o->lock_fd = -1;
     if (strcmp(path, "-") == 0) {
         o->fd = 1;
         o->is_stdout = 1;
@@ -181,15 +255,15 @@ int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err 
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: path too long", path);
     }
-    o->fd = mkostemp(o->tmp, O_CLOEXEC);
-    if (o->fd < 0) {
-        int e = errno;
+    remove_stale(dir, base);
+    int e = create_locked_tmp(o);
+    if (e) {
         o->tmp[0] = 0;
         return mode_err_set(err, MODE_ECANTCREAT, "%s: cannot create: %s", path, strerror(e));
     }
     if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 1);
     if (fchmod(o->fd, 0666 & ~current_umask()) < 0) {
-        int e = errno;
+        e = errno;
         mode_outfile_abort(o);
         return mode_err_set(err, MODE_ECANTCREAT, "%s: chmod: %s", path, strerror(e));
     }
@@ -224,6 +298,8 @@ int mode_outfile_commit(struct mode_outfile *o, struct mode_err *err)
     }
     if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
     o->tmp[0] = 0;
+    if (o->lock_fd >= 0) close(o->lock_fd); /* renamed: no longer a temporary to guard */
+    o->lock_fd = -1;
     char dir[4096];
     const char *base;
     split_path(o->path, dir, sizeof dir, &base);
@@ -242,6 +318,8 @@ void mode_outfile_abort(struct mode_outfile *o)
         if (mode_outfile_tmp_hook) mode_outfile_tmp_hook(o->tmp, 0);
     }
     o->tmp[0] = 0;
+    if (o->lock_fd >= 0) close(o->lock_fd);
+    o->lock_fd = -1;
 }
 
 /* ---- atomic output directories -------------------------------------------------------------- */
@@ -366,11 +444,45 @@ static int open_err(const char *path, int e, struct mode_err *err)
     return mode_err_set(err, code, "%s: %s", path, strerror(e));
 }
 
-int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+int mode_open_read(const char *path, int *fd, struct mode_err *err)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0) {
+        int e = errno;
+        return mode_err_set(err, e == EIO ? MODE_EIO : MODE_ENOINPUT, "%s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(*fd, &st) < 0) {
+        int e = errno;
+        close(*fd);
+        *fd = -1;
+        return mode_err_set(err, MODE_EIO, "%s: %s", path, strerror(e));
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(*fd);
+        *fd = -1;
+        return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
+    }
+    return MODE_OK;
+}
+
+static const char *file_type(mode_t m)
+{
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISCHR(m)) return "a character device";
+    if (S_ISBLK(m)) return "a block device";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISSOCK(m)) return "a socket";
+    return "not a plain file";
+}
+
+static int read_file(const char *path, size_t max_bytes, bool regular_only, char **out, size_t *len, struct mode_err *err)
 {
     *out = NULL;
     *len = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK when only a regular file will do: a FIFO without a writer would block the open
+     * itself before it could be refused */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (regular_only ? O_NONBLOCK : 0));
     if (fd < 0) return open_err(path, errno, err);
     struct stat st;
     if (fstat(fd, &st) < 0) {
@@ -382,6 +494,11 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
         close(fd);
         return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
     }
+    if (regular_only && !S_ISREG(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file (%s)", path, file_type(st.st_mode));
+    }
+    if (regular_only) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK); /* reads that block, as without it */
     /* a regular file says its size: refused before anything is allocated; a pipe is read in
      * doubling steps that stop one byte past the limit */
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes) {
@@ -432,6 +549,16 @@ int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, 
     return MODE_OK;
 }
 
+int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+{
+    return read_file(path, max_bytes, false, out, len, err);
+}
+
+int mode_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err)
+{
+    return read_file(path, max_bytes, true, out, len, err);
+}
+
 int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
 {
     m->data = NULL;
@@ -444,9 +571,13 @@ int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
         close(fd);
         return open_err(path, e, err);
     }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: is a directory", path);
+    }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file", path);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: not a regular file (%s)", path, file_type(st.st_mode));
     }
     if (st.st_size > 0) {
         void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -20,7 +20,7 @@
  * status and the message stays the first one. */
 struct mode_wbuf {
     int fd;
-    char name[256]; /* for messages: "<stdout>" or the path */
+    char name[4096]; /* for messages: "<stdout>" or the path (PATH_MAX) */
     char *buf;
     size_t len, cap;
     struct mode_err err;
@@ -52,7 +52,16 @@ struct mode_outfile {
     int in_place; /* an existing device, FIFO or socket: opened as it is, closed by commit */
     char path[4096];
     char tmp[4096]; /* empty when none */
+    int lock_fd;    /* the temporary opened again, flock'ed until it is renamed or removed; -1 */
 };
+
+/* Stale temporaries: a writer killed by SIGKILL (which no handler sees) leaves its temporary
+ * behind. The writer holds an flock(2) on its temporary until it is renamed or removed, so a
+ * temporary of the same output that nobody holds locked is one whose writer is gone, whatever
+ * became of its pid: mode_outfile_open removes those ("path/.NAME.tmp-XXXXXX", regular files of
+ * this user) before it creates its own, and calls mode_outfile_stale_hook with the path of each
+ * (the filters print it). NULL by default. */
+extern void (*mode_outfile_stale_hook)(const char *stale_tmp);
 
 int mode_outfile_open(struct mode_outfile *o, const char *path, struct mode_err *err);
 /* When set, called with the path of each temporary an output file creates (add 1) and once it
@@ -89,9 +98,18 @@ void mode_outdir_abort(struct mode_outdir *d);
 /* Removes a directory and the plain files in it (one level). Returns 0 or an errno value. */
 int mode_rmdir_flat(const char *path);
 
+/* Opens path for reading into *fd (closed by the caller). A directory is refused with
+ * MODE_ENOINPUT "PATH: is a directory" (read(2) would fail later with EISDIR, an I/O error);
+ * a path that cannot be opened is MODE_ENOINPUT, or MODE_EIO for a device error. */
+int mode_open_read(const char *path, int *fd, struct mode_err *err);
+
 /* Reads a whole file into a NUL-terminated malloc'ed buffer; fails with MODE_EDATA when it is
  * larger than max_bytes. Caller frees *out. */
 int mode_read_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);
+/* The same for a file that must be a regular one (an image, a side file): a directory, a
+ * device (/dev/zero), a FIFO or a socket is refused with MODE_ENOINPUT before a byte is read,
+ * and a FIFO without a writer does not block the open. */
+int mode_read_regular_file(const char *path, size_t max_bytes, char **out, size_t *len, struct mode_err *err);
 
 /* Read-only private mapping of a whole file. An empty file gives data == NULL, size == 0. */
 struct mode_map {

@@ -43,12 +43,15 @@ enum {
 /* where the heavy stages compute (--device): the CPU (OpenBLAS) or the CUDA kernels of kernels/ */
 enum mode_device { MODE_DEVICE_CPU = 0, MODE_DEVICE_CUDA = 1 };
 
+/* msg has room for a path of PATH_MAX (4096) bytes, its reason and more; a longer message loses
+ * its middle ("head...tail"), not the reason at its end (mode_err_set, mode_err_prefix). */
 struct mode_err {
     int code;       /* MODE_OK or the status of the first failure */
-    char msg[1024]; /* one line, no trailing newline, no program name */
+    char msg[8192]; /* one line, no trailing newline, no program name */
 };
 
-/* Sets err (if not NULL) and returns code, so that `return mode_err_set(err, ...)` reads well. */
+/* Sets err (if not NULL) and returns code, so that `return mode_err_set(err, ...)` reads well.
+ * The arguments may include err->msg itself. */
 int mode_err_set(struct mode_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Prepends context ("file.safetensors: ") to an already set message; returns err->code. */

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define READ_CHUNK (64u * 1024u)
@@ -120,6 +121,69 @@ static int elem_begin(struct mode_mp_scan *s, int cls, uint64_t len, uint64_t ma
     return -1;
 }
 
+static void head_add(struct mode_mp_scan *s, const uint8_t *p, size_t n)
+{
+    size_t room = sizeof s->head - s->head_len;
+    if (n > room) n = room;
+    memcpy(s->head + s->head_len, p, n);
+    s->head_len += (uint32_t)n;
+}
+
+/* Passes over one msgpack value at p[*i..n); false when it does not end inside the n bytes. */
+static bool skip_value(const uint8_t *p, size_t n, size_t *i)
+{
+    for (uint64_t need = 1; need > 0; need--) {
+        if (*i >= n) return false;
+        int lenb;
+        uint64_t len;
+        int cls = classify(p[(*i)++], &lenb, &len);
+        if (cls == T_BAD || (size_t)lenb > n - *i) return false;
+        if (lenb) len = 0;
+        for (int k = 0; k < lenb; k++) len = len << 8 | p[(*i)++];
+        if (cls == T_ARRAY || cls == T_MAP) {
+            need += cls == T_MAP ? 2 * len : len;
+            continue;
+        }
+        uint64_t payload = cls == T_EXT ? len + 1 : len;
+        if (payload > n - *i) return false;
+        *i += (size_t)payload;
+    }
+    return true;
+}
+
+/* What a message cut short was, from its first bytes: 1 the trailer (a key "end", which a record
+ * never has), 0 a record (a key that is not the trailer's), -1 too few bytes to tell. */
+static int cut_is_trailer(const uint8_t *p, size_t n)
+{
+    size_t i = 1;
+    uint64_t pairs;
+    if (n < 1) return -1;
+    if (p[0] >= 0x80 && p[0] <= 0x8f) pairs = p[0] & 0x0f;
+    else {
+        int lenb = p[0] == 0xde ? 2 : 4;
+        if (n < 1 + (size_t)lenb) return -1;
+        pairs = 0;
+        for (int k = 0; k < lenb; k++) pairs = pairs << 8 | p[i++];
+    }
+    for (uint64_t k = 0; k < pairs; k++) {
+        if (i >= n) return -1;
+        int lenb;
+        uint64_t len;
+        if (classify(p[i], &lenb, &len) != T_STR || p[i] == 0xc4 || p[i] == 0xc5 || p[i] == 0xc6) return 0; /* not a str key */
+        i++;
+        if ((size_t)lenb > n - i) return -1;
+        if (lenb) len = 0;
+        for (int b = 0; b < lenb; b++) len = len << 8 | p[i++];
+        if (len > n - i) return -1;
+        const char *key = (const char *)p + i;
+        i += (size_t)len;
+        if (len == 3 && !memcmp(key, "end", 3)) return 1;
+        if (!(len == 7 && (!memcmp(key, "records", 7) || !memcmp(key, "summary", 7)))) return 0;
+        if (!skip_value(p, n, &i)) return -1;
+    }
+    return -1;
+}
+
 int mode_mp_scan_feed(struct mode_mp_scan *s, const uint8_t *p, size_t n, uint64_t max_msg,
                       uint64_t *done, char *why, size_t why_n)
 {
@@ -127,6 +191,7 @@ int mode_mp_scan_feed(struct mode_mp_scan *s, const uint8_t *p, size_t n, uint64
     while (i < n) {
         if (s->skip) {
             size_t take = (uint64_t)(n - i) < s->skip ? n - i : (size_t)s->skip;
+            head_add(s, p + i, take);
             s->skip -= take;
             s->msg_len += take;
             i += take;
@@ -143,7 +208,9 @@ int mode_mp_scan_feed(struct mode_mp_scan *s, const uint8_t *p, size_t n, uint64
             s->in_msg = 1;
             s->msg_len = 0;
             s->msg_objs = 0;
+            s->head_len = 0;
         }
+        head_add(s, &c, 1);
         s->msg_len++;
         if (decoded_size(s, 0, 0) > max_msg) {
             snprintf(why, why_n, "a record exceeds the limit of %" PRIu64 " bytes (MODE_MAX_RECORD)", max_msg);
@@ -232,15 +299,23 @@ int mode_stream_reader_init(struct mode_stream_reader *r, int fd, const char *na
 
 int mode_stream_open(struct mode_stream_reader *r, const char *path, struct mode_err *err)
 {
-    if (strcmp(path, "-") == 0) return mode_stream_reader_init(r, 0, "<stdin>", err);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
+    struct stat st;
+    if (strcmp(path, "-") == 0) {
+        if (fstat(0, &st) == 0 && S_ISDIR(st.st_mode)) { /* `filter <dir` */
+            memset(r, 0, sizeof *r);
+            r->fd = -1;
+            return mode_err_set(err, MODE_ENOINPUT, "<stdin>: is a directory");
+        }
+        return mode_stream_reader_init(r, 0, "<stdin>", err);
+    }
+    int fd;
+    int rc = mode_open_read(path, &fd, err);
+    if (rc) {
         memset(r, 0, sizeof *r);
         r->fd = -1;
-        return mode_err_set(err, e == EIO ? MODE_EIO : MODE_ENOINPUT, "%s: %s", path, strerror(e));
+        return rc;
     }
-    int rc = mode_stream_reader_init(r, fd, path, err);
+    rc = mode_stream_reader_init(r, fd, path, err);
     if (rc) {
         close(fd);
         return rc;
@@ -302,9 +377,25 @@ static int next_msg(struct mode_stream_reader *r, msgpack_unpacked *out, int *go
             if (!r->scan.in_msg) return MODE_OK;
             if (r->state == 0)
                 return mode_err_set(err, MODE_EDATA, "%s: truncated: the input ends inside the stream header", r->name);
-            return mode_err_set(err, MODE_EDATA,
-                                "%s: truncated: the input ends inside record %" PRIu64 " (%" PRIu64 " of its bytes present)",
-                                r->name, r->n_records + 1, r->scan.msg_len);
+            if (r->state == 2)
+                return mode_err_set(err, MODE_EDATA, "%s: truncated: the input ends inside the header of stream %d", r->name,
+                                    r->n_streams + 1);
+            switch (cut_is_trailer(r->scan.head, r->scan.head_len)) {
+            case 1:
+                return mode_err_set(err, MODE_EDATA,
+                                    "%s: truncated: the input ends inside the trailer, after %" PRIu64 " records (%" PRIu64
+                                    " of its bytes present)",
+                                    r->name, r->n_records, r->scan.msg_len);
+            case 0:
+                return mode_err_set(err, MODE_EDATA,
+                                    "%s: truncated: the input ends inside record %" PRIu64 " (%" PRIu64 " of its bytes present)",
+                                    r->name, r->n_records + 1, r->scan.msg_len);
+            default:
+                return mode_err_set(err, MODE_EDATA,
+                                    "%s: truncated: the input ends inside record %" PRIu64 " or the trailer (%" PRIu64
+                                    " of its bytes present)",
+                                    r->name, r->n_records + 1, r->scan.msg_len);
+            }
         }
         int rc = fill(r, err);
         if (rc) return rc;

@@ -57,10 +57,13 @@ struct mode_mp_scan {
     int in_msg;       /* inside a message */
     uint64_t msg_len; /* bytes of the current message so far */
     uint64_t msg_objs; /* elements of its maps and arrays declared so far (decoded objects) */
+    uint8_t head[64];  /* the first bytes of the current message: a cut message is told to be a
+                          trailer or a record by its keys */
+    uint32_t head_len;
 };
 
 struct mode_stream_reader {
-    char name[256];
+    char name[4096]; /* for messages: a path (PATH_MAX) or "<stdin>" */
     mode_read_fn read;
     void *ctx;
     int fd;       /* for the default read function; -1 otherwise */

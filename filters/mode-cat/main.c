@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char usage_text[] =
@@ -55,19 +56,28 @@ static void print_obj(const msgpack_object *o, int values)
     out_check(mode_wbuf_putc(&out, '\n'));
 }
 
+/* A bad or cut input: what was printed so far is complete lines (one per object), part of them
+ * still in the output buffer; they go out before the error, so that the output holds every
+ * complete record read and ends with a complete line. */
+static void read_fail(void)
+{
+    mode_wbuf_flush(&out); /* a failed write here is secondary: the read error is reported */
+    mode_fail(&err);
+}
+
 /* Default and --check: read every stream of every input. */
 static void cat_inputs(char **paths, int n, int values, int header_only, int check)
 {
     for (int i = 0; i < n; i++) {
         struct mode_stream_reader r;
-        if (mode_stream_open(&r, paths[i], &err)) mode_fail(&err);
+        if (mode_stream_open(&r, paths[i], &err)) read_fail();
         for (;;) {
-            if (mode_stream_read_header(&r, NULL, &err)) mode_fail(&err);
+            if (mode_stream_read_header(&r, NULL, &err)) read_fail();
             if (!check) print_obj(r.header, values);
             if (header_only) break;
             const msgpack_object *rec;
             for (;;) {
-                if (mode_stream_next(&r, &rec, &err)) mode_fail(&err);
+                if (mode_stream_next(&r, &rec, &err)) read_fail();
                 if (!rec) break;
                 if (!check) print_obj(rec, values);
             }
@@ -78,18 +88,28 @@ static void cat_inputs(char **paths, int n, int values, int header_only, int che
             else
                 print_obj(r.trailer, values);
             int more;
-            if (mode_stream_more(&r, &more, &err)) mode_fail(&err);
+            if (mode_stream_more(&r, &more, &err)) read_fail();
             if (!more) break;
         }
         mode_stream_reader_free(&r);
     }
 }
 
+/* `mode-cat -s <dir`: refused as a named directory is (mode_open_read) */
+static void stdin_not_dir(void)
+{
+    struct stat st;
+    if (fstat(0, &st) == 0 && S_ISDIR(st.st_mode)) mode_die(MODE_ENOINPUT, "<stdin>: is a directory");
+}
+
 /* stdin (or any unseekable input) is copied to an anonymous file so -s can read it twice */
 static int spool(const char *path)
 {
-    int fd = strcmp(path, "-") ? open(path, O_RDONLY | O_CLOEXEC) : dup(0);
-    if (fd < 0) mode_die(errno == ENOENT || errno == EACCES ? MODE_ENOINPUT : MODE_EIO, "%s: %s", path, strerror(errno));
+    int fd;
+    if (!strcmp(path, "-")) {
+        stdin_not_dir();
+        if ((fd = dup(0)) < 0) mode_die(MODE_EIO, "<stdin>: %s", strerror(errno));
+    } else if (mode_open_read(path, &fd, &err)) mode_fail(&err);
     if (lseek(fd, 0, SEEK_SET) == 0) return fd;
     const char *dir = getenv("TMPDIR");
     char tmpl[4096];
@@ -113,7 +133,7 @@ static int spool(const char *path)
 struct seen_header {
     struct mode_mp bytes; /* the header re-encoded: u's strings point into it */
     msgpack_unpacked u;
-    char name[256];
+    char name[4096];
 };
 
 /* -s: pass 1 validates everything and collects the headers, pass 2 writes. */
@@ -250,9 +270,12 @@ static void from_json(char **paths, int n)
     char *line = NULL;
     size_t cap = 0;
     for (int i = 0; i < n; i++) {
-        FILE *f = strcmp(paths[i], "-") ? fopen(paths[i], "r") : stdin;
+        FILE *f = stdin;
         const char *name = strcmp(paths[i], "-") ? paths[i] : "<stdin>";
-        if (!f) mode_die(errno == ENOENT || errno == EACCES ? MODE_ENOINPUT : MODE_EIO, "%s: %s", paths[i], strerror(errno));
+        int fd;
+        if (!strcmp(paths[i], "-")) stdin_not_dir();
+        else if (mode_open_read(paths[i], &fd, &err)) mode_fail(&err);
+        else if (!(f = fdopen(fd, "r"))) mode_die(MODE_EUNAVAILABLE, "%s: %s", paths[i], strerror(errno));
         ssize_t len;
         for (long lineno = 1; (len = read_line(f, &line, &cap, MODE_CAT_MAX_LINE)) != -1; lineno++) {
             if (len == -2) {
@@ -264,8 +287,9 @@ static void from_json(char **paths, int n)
             size_t k = 0;
             while (k < (size_t)len && (line[k] == ' ' || line[k] == '\t')) k++;
             if (k == (size_t)len) continue; /* blank line */
-            char where[300];
-            snprintf(where, sizeof where, "%s: line %ld", name, lineno);
+            char what[32], where[4096 + sizeof what]; /* "PATH: line N": an input path fits whole */
+            snprintf(what, sizeof what, "line %ld", lineno);
+            snprintf(where, sizeof where, "%s: %s", name, what);
             mode_mp_reset(&b);
             if (mode_mpjson_parse(&b, line, (size_t)len, where, &err)) mode_fail(&err);
             msgpack_unpacked u;
@@ -276,12 +300,12 @@ static void from_json(char **paths, int n)
             const msgpack_object *o = &u.data;
             if (mode_mp_get(o, "magic")) {
                 if (w.state == 1 && mode_stream_write_trailer(&w, NULL, &err)) mode_fail(&err);
-                if (mode_stream_check_header(o, name, where + strlen(name) + 2, &err)) mode_fail(&err);
+                if (mode_stream_check_header(o, name, what, &err)) mode_fail(&err);
                 if (mode_stream_write_header(&w, &b, &err)) mode_fail(&err);
                 streams++;
             } else if (mode_mp_get(o, "end")) {
                 if (w.state != 1) mode_die(MODE_EDATA, "%s: a trailer outside a stream", where);
-                struct mode_rec t = {o, name, where + strlen(name) + 2};
+                struct mode_rec t = {o, name, what};
                 int64_t nrec = -1;
                 const msgpack_object *summary = NULL;
                 if (!mode_mp_str_eq(mode_mp_get(o, "end"), MODE_STREAM_MAGIC))

@@ -22,7 +22,8 @@ static const char usage_text[] =
     "                     [--min-pixels N] [--max-pixels N] [--no-text] [INPUT.jsonl]\n"
     "  -m, --model DIR        the checkpoint: tokenizer.json, preprocessor_config.json, config.json\n"
     "  -o, --output FILE      the samples stream, written atomically (default: stdout)\n"
-    "      --root DIR         image paths are relative to DIR (default: the input file's directory)\n"
+    "      --root DIR         image paths are relative to DIR and may not leave it (default: the\n"
+    "                         input file's directory, not enforced)\n"
     "      --max-tokens N     a longer sample is an error (or cut with --truncate)\n"
     "      --truncate         cut samples longer than --max-tokens (never inside an image)\n"
     "      --skip-bad         skip a bad line with a warning instead of stopping (counted)\n"
@@ -91,7 +92,7 @@ int main(int argc, char **argv)
 
     struct mode_model m;
     if (mode_model_open(&m, model_dir, &err)) mode_fail(&err);
-    char tpath[4096];
+    char tpath[4096 + 64]; /* model_dir was opened: at most PATH_MAX */
     snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model_dir);
     struct mode_tokenizer *tok;
     if (mode_tokenizer_load(tpath, &tok, &err)) mode_fail(&err);
@@ -112,12 +113,14 @@ int main(int argc, char **argv)
     snprintf(dirbuf, sizeof dirbuf, "%s", input);
     snprintf(basebuf, sizeof basebuf, "%s", input);
     const char *in_dir = strcmp(input, "-") ? dirname(dirbuf) : ".", *in_base = strcmp(input, "-") ? basename(basebuf) : "stdin";
+    const bool confine = root != NULL; /* --root given: image paths may not leave it */
     if (!root) root = in_dir;
     struct mode_chat_ctx cc;
     if (mode_chat_init(&cc, tok, &m.cfg, min_px, max_px, root, &err)) {
         mode_err_prefix(&err, "%s: ", model_dir);
         mode_fail(&err);
     }
+    cc.confine = confine;
     size_t total_lines = 0;
     for (size_t i = 0; i < len; i++) total_lines += data[i] == '\n';
     if (len && data[len - 1] != '\n') total_lines++;

@@ -65,10 +65,11 @@ mode-cat -J -o "$T/freq.ms" "$MODE_FIXTURES/streams/freq.jsonl"
 mode-cat -J -o "$T/sens.ms" "$MODE_FIXTURES/streams/sens.jsonl"
 mkfifo "$T/png-fifo"
 interrupted TERM mode-ilp -f "$T/freq.ms" -s "$T/sens.ms" --avg-bits 3 -o "$T/o/result" --png "$T/png-fifo"
-# mode-tokenize opens its output before the first line, whose image is a FIFO nobody writes
-mkfifo "$T/image.png"
-printf '{"text": "a first line"}\n{"messages": [{"role": "user", "content": [{"type": "image", "image": "image.png"}]}]}\n' >"$T/img.jsonl"
-interrupted INT mode-tokenize -m "$E/model" -o "$T/o/result" "$T/img.jsonl"
+# mode-tokenize opens its output before the first line, then decodes 20000 images (seconds; an
+# image that is a FIFO is refused, not waited for: image-not-regular.sh)
+cp "$E/calib/images/1f976.png" "$T/image.png"
+awk 'BEGIN { for (i = 0; i < 20000; i++) print "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"image\", \"image\": \"image.png\"}]}]}" }' >"$T/img.jsonl"
+interrupted INT mode-tokenize -m "$E/model" --min-pixels 1024 --max-pixels 1024 -o "$T/o/result" "$T/img.jsonl"
 unset feed
 
 # a full disk on standard output: exit 74, said (every filter: io-failures.sh)

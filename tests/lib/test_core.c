@@ -103,7 +103,7 @@ int main(void)
     is_int(mode_err_set(&e, MODE_EDATA, "tensor '%s' is bad", "x"), MODE_EDATA, "err_set returns the code");
     mode_err_prefix(&e, "%s: ", "file.safetensors");
     is_str(e.msg, "file.safetensors: tensor 'x' is bad", "prefix");
-    char big[2000];
+    char big[sizeof e.msg + 1000];
     memset(big, 'a', sizeof big - 1);
     big[sizeof big - 1] = 0;
     mode_err_prefix(&e, "%s", big);
