@@ -4,14 +4,15 @@
 # every delta 0, mode-pack packed the NaNs) and the model's `weights` fingerprint equalled the
 # clean model's. Now every program that opens the model refuses it (exit 65) naming the file, the
 # tensor and the element; the fingerprint changes with any byte (one finite element's lowest bit
-# flipped).
+# flipped); and finite weights that overflow in the forward pass make mode-eval fail naming the
+# sample instead of reporting nan.
 . "${MODE_ROOT:?run through make check}/tests/tap.sh"
 E=$MODE_FIXTURES/emoji-vl
 M=$E/model
 
-# poke FILE TENSOR ELEMENT HEX|flip: overwrites one element of a safetensors tensor in place, at
-# the offset its header gives (HEX: the element's bits, most significant first; flip: xor of its
-# lowest bit)
+# poke FILE TENSOR ELEMENT[-LAST] HEX|flip: overwrites elements of a safetensors tensor in place,
+# at the offset its header gives (HEX: the element's bits, most significant first; flip: xor of
+# its lowest bit)
 poke() {
     perl -MJSON::PP -e '
         my ($f, $name, $el, $v) = @ARGV;
@@ -20,10 +21,14 @@ poke() {
         read($h, my $j, $n) == $n or die "$f: short header\n";
         my $t = decode_json($j)->{$name} or die "$f: no tensor $name\n";
         my $es = {BF16 => 2, F16 => 2, F32 => 4}->{$t->{dtype}} or die "$name: dtype $t->{dtype}\n";
-        my $at = 8 + $n + $t->{data_offsets}[0] + $el * $es;
-        seek $h, $at, 0; read $h, my $old, $es;
-        my $new = $v eq "flip" ? chr(ord(substr $old, 0, 1) ^ 1) . substr($old, 1) : reverse pack("H*", $v);
-        seek $h, $at, 0; print $h $new; close $h or die "$f: $!\n";' "$@"
+        my ($e0, $e1) = $el =~ /^(\d+)(?:-(\d+))?$/ or die "$el: not an element\n";
+        for my $e ($e0 .. ($e1 // $e0)) {
+            my $at = 8 + $n + $t->{data_offsets}[0] + $e * $es;
+            seek $h, $at, 0; read $h, my $old, $es;
+            my $new = $v eq "flip" ? chr(ord(substr $old, 0, 1) ^ 1) . substr($old, 1) : reverse pack("H*", $v);
+            seek $h, $at, 0; print $h $new;
+        }
+        close $h or die "$f: $!\n";' "$@"
 }
 
 head -n 3 "$E/calib/data.jsonl" >"$T/d.jsonl"
@@ -75,4 +80,12 @@ is "$(mode-cat -m "$T/flip" | sed -n 's/.*"identity":{[^}]*"weights":"\([0-9a-f]
 run mode-eval -m "$T/flip" "$T/s.ms"
 is "$rc" 0 "the flipped (finite) model is evaluated"
 
+# finite weights that overflow: the final norm at the largest bf16 (7f7f, 3.39e38) makes the
+# logits non-finite; mode-eval names the sample instead of printing perplexity nan
+cp -R "$M" "$T/big"
+poke "$T/big/model.safetensors" model.language_model.norm.weight 0-127 7f7f
+run mode-eval -m "$T/big" -o "$T/big.json" "$T/s.ms"
+is "$rc" 65 "finite weights whose logits overflow: mode-eval exit 65"
+has "$T/err" "mode-eval: $T/s.ms: record 1 (id 'd.jsonl:1'): the logits predicting token 1 hold" "... naming the sample"
+[ ! -e "$T/big.json" ] && pass "... and writes no report" || fail "... and writes no report"
 done_testing

@@ -1,12 +1,14 @@
 /* test_nonfinite — the one-pass weights scan (hash.h, mode_st_set_scan) and its
- * refusal of non-finite weights; issue 20, point 5.
+ * refusal of non-finite weights, and mode-eval's of non-finite results (eval.h); issue 20, point 5.
  *   - the word-wide finite test finds NaN and Inf of every float dtype at every element position,
  *     any alignment and any tail length, and never flags a finite value or an integer tensor;
  *   - the hash changes with any one bit and with the length;
  *   - the fingerprint of a checkpoint does not depend on its shards, the order of its tensors or
  *     the number of threads, and changes with one byte; a NaN past the first chunk of a large
- *     tensor is named with its element.
+ *     tensor is named with its element;
+ *   - mode_eval_check refuses a non-finite logit and an overflowing perplexity.
  * (The filters' exit codes and messages: tests/filters/nonfinite.sh.) */
+#include "../../lib/eval.h"
 #include "../../lib/hash.h"
 #include "../../lib/safetensors.h"
 #include "tap.h"
@@ -191,10 +193,49 @@ static void fingerprint_test(void)
     mode_st_set_close(&hub);
 }
 
+static void eval_test(void)
+{
+    struct mode_err err = {0};
+    struct mode_eval e;
+    mode_eval_init(&e);
+    const int32_t tok[3] = {0, 1, 2};
+    const uint8_t score[3] = {1, 1, 1};
+    float l[3 * 4] = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
+    mode_eval_begin(&e, 3, score, 0);
+    mode_eval_rows(&e, l, 0, 3, 4, tok, 3, score);
+    is_int(mode_eval_check(&e, &err), MODE_OK, "finite logits pass the check");
+    mode_eval_end(&e);
+    l[4 + 2] = INFINITY;
+    mode_eval_begin(&e, 3, score, 0);
+    mode_eval_rows(&e, l, 0, 3, 4, tok, 3, score);
+    is_int(mode_eval_check(&e, &err), MODE_EDATA, "an infinite logit in a scored row: MODE_EDATA");
+    is_str(err.msg, "the logits predicting token 2 hold inf (vocabulary entry 2)", "... names the row and the entry");
+    l[4 + 2] = 2;
+    l[0] = NAN; /* row 0 predicts token 1 */
+    mode_eval_begin(&e, 3, score, 0);
+    mode_eval_rows(&e, l, 0, 3, 4, tok, 3, score);
+    is_int(mode_eval_check(&e, &err), MODE_EDATA, "a NaN logit: MODE_EDATA");
+    has_str(err.msg, "token 1 hold nan (vocabulary entry 0)", "... says nan");
+    l[0] = 0;
+    /* finite logits, a perplexity beyond a double: every target 1000 nats below the best */
+    float far[2 * 4] = {0, 0, 0, 1000, 0, 0, 0, 1000};
+    mode_eval_begin(&e, 3, score, 0);
+    mode_eval_rows(&e, far, 0, 2, 4, tok, 3, score);
+    is_int(mode_eval_check(&e, &err), MODE_EDATA, "a perplexity that overflows: MODE_EDATA");
+    has_str(err.msg, "perplexity overflows", "... says so");
+    /* an unscored row may hold anything */
+    const uint8_t partial[3] = {0, 0, 1};
+    l[0] = NAN;
+    mode_eval_begin(&e, 3, partial, 0);
+    mode_eval_rows(&e, l, 0, 3, 4, tok, 3, partial);
+    is_int(mode_eval_check(&e, &err), MODE_OK, "a NaN in a row that predicts no scored token is not used");
+}
+
 int main(void)
 {
     finite_test();
     hash_test();
     fingerprint_test();
+    eval_test();
     return tap_done();
 }
