@@ -15,6 +15,7 @@ void mode_eval_begin(struct mode_eval *e, int64_t n_tok, const uint8_t *score, i
     e->all_argmax = true;
     e->nll = 0;
     e->scored = 0;
+    e->bad_row = -1;
     e->samples++;
     e->tokens += n_tok;
     e->image_tokens += n_image_tokens;
@@ -29,6 +30,12 @@ void mode_eval_rows(struct mode_eval *e, const float *logits, int64_t r0, int64_
         int64_t arg = 0;
         for (int64_t v = 1; v < n_vocab; v++)
             if (l[v] > l[arg]) arg = v;
+        if (e->bad_row < 0)
+            for (int64_t v = 0; v < n_vocab; v++)
+                if (!isfinite(l[v])) {
+                    e->bad_row = r, e->bad_vocab = v, e->bad_logit = l[v];
+                    break;
+                }
         double s = 0, mx = l[arg];
         for (int64_t v = 0; v < n_vocab; v++) s += exp((double)l[v] - mx);
         int32_t target = tokens[r + 1];
@@ -36,6 +43,18 @@ void mode_eval_rows(struct mode_eval *e, const float *logits, int64_t r0, int64_
         e->scored++;
         if (arg != target) e->all_argmax = false;
     }
+}
+
+int mode_eval_check(const struct mode_eval *e, struct mode_err *err)
+{
+    if (e->bad_row >= 0)
+        return mode_err_set(err, MODE_EDATA, "the logits predicting token %lld hold %s (vocabulary entry %lld)",
+                            (long long)e->bad_row + 1, isnan(e->bad_logit) ? "nan" : e->bad_logit > 0 ? "inf" : "-inf",
+                            (long long)e->bad_vocab);
+    if (e->scored && !isfinite(exp(e->nll / (double)e->scored)))
+        return mode_err_set(err, MODE_EDATA, "its perplexity overflows a double: a mean negative log-likelihood of %g nats a token",
+                            e->nll / (double)e->scored);
+    return MODE_OK;
 }
 
 void mode_eval_end(struct mode_eval *e)

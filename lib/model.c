@@ -3,8 +3,6 @@
 #include "gptqpack.h"
 #include "json.h"
 
-#include "sha256.h"
-
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -340,30 +338,6 @@ static void bind_all(struct binder *b)
     }
 }
 
-static int weights_fingerprint(struct mode_model *m, struct mode_err *err)
-{
-    const struct mode_st_tensor *parts[3] = {m->out_norm, m->layers[0].attn_norm, m->layers[0].router};
-    struct mode_sha256 s;
-    mode_sha256_init(&s);
-    size_t H = (size_t)m->cfg.text.n_embd, cap = H * (size_t)(m->cfg.text.n_expert > 2 ? m->cfg.text.n_expert : 2);
-    float *buf = malloc(cap * sizeof *buf);
-    if (!buf) return mode_err_oom(err, cap * sizeof *buf, "a weights fingerprint");
-    for (int i = 0; i < 3; i++) {
-        if (!parts[i]) continue;
-        mode_convert_ref(parts[i]->dtype, parts[i]->data, (size_t)parts[i]->numel, buf);
-        mode_sha256_update(&s, buf, (size_t)parts[i]->numel * sizeof *buf);
-    }
-    /* first and last rows of the token embedding */
-    const struct mode_st_tensor *e = m->tok_embd;
-    size_t es = mode_dtype_size(e->dtype), V = (size_t)m->cfg.text.n_vocab;
-    mode_convert_ref(e->dtype, e->data, H, buf);
-    mode_convert_ref(e->dtype, (const char *)e->data + (V - 1) * H * es, H, buf + H);
-    mode_sha256_update(&s, buf, 2 * H * sizeof *buf);
-    mode_sha256_hex(&s, m->weights_hash);
-    free(buf);
-    return MODE_OK;
-}
-
 int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
 {
     memset(m, 0, sizeof *m);
@@ -434,7 +408,11 @@ int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
     for (size_t i = 0; i < m->st.n_tensors; i++)
         if (!b.used[i]) m->unused[m->n_unused++] = m->st.sorted[i];
     free(b.used);
-    if ((rc = weights_fingerprint(m, err))) goto fail;
+    /* every byte of every tensor, bound or not: refused when a float holds NaN or Inf, fingerprinted */
+    if ((rc = mode_st_set_scan(&m->st, 0, m->weights_hash, err))) {
+        mode_err_prefix(err, "%s/", m->dir);
+        goto fail;
+    }
     return MODE_OK;
 fail:
     mode_model_close(m);

@@ -13,6 +13,11 @@
  *   "tiny/model-00001-of-00002.safetensors: tensor 'model.language_model.layers.0.mlp.gate.weight'
  *    has shape (16, 95), expected (16, 96)"
  *   "tiny: tensor 'lm_head.weight' is missing (architecture Qwen3VLMoeForConditionalGeneration)"
+ * Every tensor's bytes are read once at open (mode_st_set_scan): a float tensor holding NaN or Inf
+ * is refused there, bound or not —
+ *   "tiny/model.safetensors: tensor 'model.language_model.norm.weight' holds a non-finite value (inf)
+ *    at element 3"
+ * — and the same pass gives weights_hash, the identity of the bytes that were read.
  * Tensors of the checkpoint that the architecture does not use are listed in `unused` (no error:
  * transformers loads such checkpoints with a warning).
  *
@@ -97,7 +102,8 @@ struct mode_model {
     size_t n_bound;
     const struct mode_st_tensor **unused; /* checkpoint tensors the architecture does not use */
     size_t n_unused;
-    char weights_hash[65]; /* sha256 of a fixed sample of weights as f32: equal for both layouts */
+    char weights_hash[65]; /* the fingerprint of every tensor's bytes (mode_st_set_scan): differs between
+                              the two expert layouts, and between a checkpoint and its packed form */
 };
 
 int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err);
@@ -134,7 +140,9 @@ void mode_model_describe_tensor(struct mode_mp *b, const struct mode_st_tensor *
 /* The model's identity in stream headers: {"arch", "config", "weights", "name"}. */
 void mode_model_id_pack(struct mode_mp *b, const struct mode_model *m);
 /* Checks a stream header's "model" map against m: arch and config hash must match (a quantized
- * or re-saved checkpoint of the same model keeps them). MODE_EDATA naming both otherwise. */
+ * or re-saved checkpoint of the same model keeps them). MODE_EDATA naming both otherwise. The
+ * weights fingerprint is not compared: samples made with the original checkpoint are evaluated on
+ * its packed form, whose bytes differ. */
 int mode_model_id_check(const msgpack_object *id, const struct mode_model *m, const char *stream,
                         struct mode_err *err);
 

@@ -1,11 +1,15 @@
 /* safetensors.c — validated mmap reader and sharded atomic writer for safetensors (safetensors.h). */
 #include "safetensors.h"
 
+#include "hash.h"
 #include "json.h"
+#include "sha256.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -427,6 +431,101 @@ const struct mode_st_tensor *mode_st_set_find(const struct mode_st_set *s, const
         else hi = mid;
     }
     return NULL;
+}
+
+/* ---- scanning ------------------------------------------------------------------------------- */
+
+struct scan_chunk {
+    const struct mode_st_tensor *t;
+    uint64_t off, len; /* bytes of t->data */
+    uint64_t h[2];
+    bool bad; /* holds a non-finite element */
+};
+
+struct scan_job {
+    struct scan_chunk *c;
+    size_t n;
+    atomic_size_t next; /* the next chunk to take */
+};
+
+static void *scan_worker(void *arg)
+{
+    struct scan_job *j = arg;
+    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        struct scan_chunk *c = &j->c[i];
+        c->bad = mode_hash_scan((const unsigned char *)c->t->data + c->off, (size_t)c->len, c->t->dtype, c->h);
+    }
+    return NULL;
+}
+
+static void sha_u64(struct mode_sha256 *s, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++) b[i] = (unsigned char)(v >> 8 * i);
+    mode_sha256_update(s, b, 8);
+}
+
+int mode_st_set_scan(const struct mode_st_set *s, int n_threads, char fingerprint[65], struct mode_err *err)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        const uint64_t bytes = s->sorted[i]->end - s->sorted[i]->begin;
+        n += (size_t)((bytes + MODE_ST_SCAN_CHUNK - 1) / MODE_ST_SCAN_CHUNK);
+    }
+    struct scan_job job = {.c = calloc(n ? n : 1, sizeof *job.c), .n = n};
+    if (!job.c) return mode_err_oom(err, n * sizeof *job.c, "the chunks of a weights scan");
+    atomic_init(&job.next, 0);
+    for (size_t i = 0, k = 0; i < s->n_tensors; i++) {
+        const uint64_t bytes = s->sorted[i]->end - s->sorted[i]->begin;
+        for (uint64_t off = 0; off < bytes; off += MODE_ST_SCAN_CHUNK, k++) {
+            job.c[k].t = s->sorted[i];
+            job.c[k].off = off;
+            job.c[k].len = bytes - off < MODE_ST_SCAN_CHUNK ? bytes - off : MODE_ST_SCAN_CHUNK;
+        }
+    }
+
+    if (n_threads <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = cpus < 1 ? 1 : cpus > MODE_ST_SCAN_MAX_THREADS ? MODE_ST_SCAN_MAX_THREADS : (int)cpus;
+    }
+    if ((size_t)n_threads > n) n_threads = n ? (int)n : 1;
+    pthread_t tid[MODE_ST_SCAN_MAX_THREADS];
+    int started = 0;
+    /* this thread is one of the workers; one that cannot be started leaves its share to the others */
+    while (started < n_threads - 1 && started < MODE_ST_SCAN_MAX_THREADS && !pthread_create(&tid[started], NULL, scan_worker, &job))
+        started++;
+    scan_worker(&job);
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+
+    for (size_t k = 0; k < n; k++) {
+        if (!job.c[k].bad) continue;
+        const struct scan_chunk *c = &job.c[k];
+        const char *what = "nan";
+        int64_t e = mode_nonfinite_find((const unsigned char *)c->t->data + c->off, (size_t)c->len, c->t->dtype, &what);
+        MODE_ASSERT(e >= 0); /* the word-wide test and the element test agree */
+        int rc = mode_err_set(err, MODE_EDATA, "%s: tensor '%s' holds a non-finite value (%s) at element %" PRIu64,
+                              mode_st_file_base(c->t), c->t->name, what, c->off / mode_dtype_size(c->t->dtype) + (uint64_t)e);
+        free(job.c);
+        return rc;
+    }
+
+    struct mode_sha256 sh;
+    mode_sha256_init(&sh);
+    static const char tag[] = "mode weights fingerprint 2"; /* 1 was a sample of the weights as f32 */
+    mode_sha256_update(&sh, tag, sizeof tag);
+    for (size_t i = 0, k = 0; i < s->n_tensors; i++) {
+        const struct mode_st_tensor *t = s->sorted[i];
+        const char *dt = mode_dtype_st_name(t->dtype);
+        mode_sha256_update(&sh, t->name, strlen(t->name) + 1);
+        mode_sha256_update(&sh, dt, strlen(dt) + 1);
+        sha_u64(&sh, (uint64_t)t->ndim);
+        for (int d = 0; d < t->ndim; d++) sha_u64(&sh, (uint64_t)t->shape[d]);
+        sha_u64(&sh, t->end - t->begin);
+        for (; k < n && job.c[k].t == t; k++) sha_u64(&sh, job.c[k].h[0]), sha_u64(&sh, job.c[k].h[1]);
+    }
+    mode_sha256_hex(&sh, fingerprint);
+    free(job.c);
+    return MODE_OK;
 }
 
 /* ---- writer --------------------------------------------------------------------------------- */

@@ -86,6 +86,29 @@ const char *mode_st_file_base(const struct mode_st_tensor *t);
 /* Converts a float or integer tensor to f32 (numel floats at dst). */
 int mode_st_to_f32(const struct mode_st_tensor *t, float *dst, struct mode_err *err);
 
+/* ---- scanning --------------------------------------------------------------------------- */
+
+/* One pass over every byte of every tensor of s (hash.h), that both
+ *   - refuses a float tensor (F64, F32, F16, BF16, F8) holding a NaN or an infinity: MODE_EDATA
+ *     "model-00002-of-00002.safetensors: tensor 'NAME' holds a non-finite value (nan) at element 17"
+ *     (the first such element, tensors in name order; the element's flat row-major index);
+ *   - writes the checkpoint's fingerprint, 64 hex digits + NUL: SHA-256 of a version tag, then per
+ *     tensor in name order its name, dtype, shape, byte count and the hash.h hashes of its
+ *     consecutive MODE_ST_SCAN_CHUNK-byte chunks. It identifies the bytes as read: the same
+ *     tensors give the same fingerprint however they are spread over shards and ordered in files.
+ * Chunks are scanned by n_threads threads (0: the online CPUs, at most MODE_ST_SCAN_MAX_THREADS;
+ * where a thread cannot be started, fewer do the work). Nothing is copied: the mapped pages are
+ * read once, so the cost is the checkpoint's size over the memory (or disk) bandwidth. */
+/* MODE_ST_SCAN_CHUNK: 4 MiB, a multiple of 8 (a chunk starts on an element and on a word): the
+ *   real checkpoint's 61 GB is some 15,000 chunks to share out, and taking one (an atomic add)
+ *   costs nothing beside reading it.
+ * MODE_ST_SCAN_MAX_THREADS: one thread maps, reads and hashes 6-6.7 GB/s from the page cache
+ *   (bench_fingerprint on the 2-core build machine), so 16 of them reach a socket's memory
+ *   bandwidth; more would only add start-up cost. */
+#define MODE_ST_SCAN_CHUNK ((uint64_t)4 << 20)
+#define MODE_ST_SCAN_MAX_THREADS 16
+int mode_st_set_scan(const struct mode_st_set *s, int n_threads, char fingerprint[65], struct mode_err *err);
+
 /* ---- writing ---------------------------------------------------------------------------- */
 
 struct mode_st_entry; /* private */

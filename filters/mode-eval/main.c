@@ -44,6 +44,7 @@ struct run {
     struct mode_model m;
     struct mode_rt rt;
     struct mode_eval ev;
+    const char *input; /* the samples stream's name, for messages */
     struct mode_stream_writer lw; /* --logits */
     bool logits;
     float *buf;
@@ -71,6 +72,11 @@ static void run_batch(struct run *r, struct mode_rt_batch *b)
             int64_t n = q->n_tok - r0 < rows ? q->n_tok - r0 : rows;
             if (mode_rt_logits(&r->rt, b, s, r0, n, r->buf, &err)) mode_fail(&err);
             mode_eval_rows(&r->ev, r->buf, r0, n, V, q->tokens, q->n_tok, q->score);
+        }
+        if (mode_eval_check(&r->ev, &err)) { /* an overflow in the forward pass: no "perplexity nan" */
+            if (q->id && *q->id) mode_err_prefix(&err, "%s: record %lld (id '%s'): ", r->input, (long long)q->index + 1, q->id);
+            else mode_err_prefix(&err, "%s: record %lld: ", r->input, (long long)q->index + 1);
+            mode_fail(&err);
         }
         mode_eval_end(&r->ev);
         if (r->logits) {
@@ -140,6 +146,7 @@ int main(int argc, char **argv)
     if (device == MODE_DEVICE_CUDA && mode_rt_device(&r.rt, device, &err)) mode_fail(&err);
     struct mode_input in;
     if (mode_input_open(&in, input, &r.m, &err)) mode_fail(&err);
+    r.input = in.r.name;
 
     struct mode_outfile out, lout;
     mode_cli_outfile_open(&out, output);
