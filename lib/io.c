@@ -584,6 +584,7 @@ int mode_map_file(const char *path, struct mode_map *m, struct mode_err *err)
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);
+            if (e == ENOMEM) return mode_err_set(err, MODE_EUNAVAILABLE, "out of memory (%lld bytes of address space to map %s)", (long long)st.st_size, path);
             return mode_err_set(err, MODE_EIO, "%s: mmap: %s", path, strerror(e));
         }
         m->data = p;

@@ -340,6 +340,11 @@ static void bind_all(struct binder *b)
 
 int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
 {
+    return mode_model_open_flags(m, dir, 0, err);
+}
+
+int mode_model_open_flags(struct mode_model *m, const char *dir, unsigned flags, struct mode_err *err)
+{
     memset(m, 0, sizeof *m);
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;
@@ -409,7 +414,7 @@ int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err)
         if (!b.used[i]) m->unused[m->n_unused++] = m->st.sorted[i];
     free(b.used);
     /* every byte of every tensor, bound or not: refused when a float holds NaN or Inf, fingerprinted */
-    if ((rc = mode_st_set_scan(&m->st, 0, m->weights_hash, err))) {
+    if (!(flags & MODE_MODEL_NO_SCAN) && (rc = mode_st_set_scan(&m->st, 0, m->weights_hash, err))) {
         mode_err_prefix(err, "%s/", m->dir);
         goto fail;
     }

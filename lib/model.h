@@ -107,6 +107,12 @@ struct mode_model {
 };
 
 int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err);
+/* The same; with MODE_MODEL_NO_SCAN the tensors' bytes are not read at all (no NaN/Inf check, and
+ * weights_hash stays "", so the identity's "weights" is empty): for the programs that use the
+ * model's config, tokenizer and identity but never its weights (mode-tokenize, mode-ilp -m,
+ * mode-vis-denoise -m), which must not read 61 GB to tokenize a file. */
+#define MODE_MODEL_NO_SCAN 1u
+int mode_model_open_flags(struct mode_model *m, const char *dir, unsigned flags, struct mode_err *err);
 void mode_model_close(struct mode_model *m);
 const char *mode_expert_layout_name(enum mode_expert_layout l);
 

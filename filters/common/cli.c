@@ -3,6 +3,7 @@
 
 #include "../../lib/io.h"
 #include "../../lib/ops.h"
+#include "stale.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -132,6 +133,7 @@ void mode_cli_init(const char *prog)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
     mode_outfile_tmp_hook = tmp_hook;
+    mode_outfile_stale_hook = mode_cli_stale_report;
 }
 
 void mode_die(int code, const char *fmt, ...)

@@ -1,5 +1,5 @@
-/* stale.c — says which stale temporaries an output file's open removed (stale.h). Every filter
- * links filters/common/, so the hook is set here, before main, for all of them. */
+/* stale.c — says which stale temporaries an output file's open removed (stale.h); mode_cli_init
+ * points lib/io.c's hook at it. */
 #include "stale.h"
 #include "cli.h"
 
@@ -9,5 +9,3 @@ void mode_cli_stale_report(const char *stale_tmp)
 {
     mode_warn("removed %s, the temporary file of an earlier run that was killed", stale_tmp);
 }
-
-__attribute__((constructor)) static void stale_init(void) { mode_outfile_stale_hook = mode_cli_stale_report; }

@@ -5,7 +5,7 @@
 #define MODE_STALE_H
 
 /* Prints "prog: warning: removed PATH, the temporary file of an earlier run that was killed"
- * on stderr. Installed as mode_outfile_stale_hook when the program starts (stale.c). */
+ * on stderr. Installed as mode_outfile_stale_hook by mode_cli_init (cli.c). */
 void mode_cli_stale_report(const char *stale_tmp);
 
 #endif

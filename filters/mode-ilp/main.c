@@ -231,7 +231,7 @@ int main(int argc, char **argv)
     struct mode_model m;
     bool have_model = false;
     if (model_dir) {
-        if (mode_model_open(&m, model_dir, &err)) mode_fail(&err);
+        if (mode_model_open_flags(&m, model_dir, MODE_MODEL_NO_SCAN, &err)) mode_fail(&err);
         have_model = true;
         o.shape.n_embd = m.cfg.text.n_embd;
         o.shape.n_ff_exp = m.cfg.text.n_ff_exp;

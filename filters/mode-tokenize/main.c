@@ -91,7 +91,7 @@ int main(int argc, char **argv)
     const char *input = optind < argc ? argv[optind] : "-";
 
     struct mode_model m;
-    if (mode_model_open(&m, model_dir, &err)) mode_fail(&err);
+    if (mode_model_open_flags(&m, model_dir, MODE_MODEL_NO_SCAN, &err)) mode_fail(&err);
     char tpath[4096 + 64]; /* model_dir was opened: at most PATH_MAX */
     snprintf(tpath, sizeof tpath, "%s/tokenizer.json", model_dir);
     struct mode_tokenizer *tok;

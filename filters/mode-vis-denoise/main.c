@@ -206,7 +206,7 @@ int main(int argc, char **argv)
     int64_t n_expert = header_int(r.header, "n_expert"), n_layer = header_int(r.header, "n_layer");
     if (model_dir) {
         struct mode_model m;
-        if (mode_model_open(&m, model_dir, &err) || mode_model_id_check(mode_mp_get(r.header, "model"), &m, r.name, &err)) mode_fail(&err);
+        if (mode_model_open_flags(&m, model_dir, MODE_MODEL_NO_SCAN, &err) || mode_model_id_check(mode_mp_get(r.header, "model"), &m, r.name, &err)) mode_fail(&err);
         if (n_expert && n_expert != m.cfg.text.n_expert)
             mode_die(MODE_EDATA, "%s: traced with %lld experts per layer, the model in %s has %d", r.name, (long long)n_expert, model_dir,
                      m.cfg.text.n_expert);

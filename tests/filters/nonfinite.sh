@@ -69,12 +69,17 @@ is "$rc" 65 "mode-route-trace refuses it: exit 65"
 # the fingerprint identifies the bytes: one finite element's lowest bit flipped changes it
 cp -R "$M" "$T/flip"
 poke "$T/flip/model.safetensors" $X 1000 flip
-mode-tokenize -m "$T/flip" -o "$T/sf.ms" "$T/d.jsonl"
-fp() { mode-cat --header "$1" | sed -n 's/.*"weights":"\([0-9a-f]*\)".*/\1/p'; }
-a=$(fp "$T/s.ms") b=$(fp "$T/sf.ms")
-is "${#a} ${#b}" "64 64" "both samples headers carry a 64-digit weights fingerprint"
+mode-route-trace -m "$M" -o "$T/tc.ms" "$T/s.ms"
+mode-route-trace -m "$T/flip" -o "$T/tf.ms" "$T/s.ms"
+# the first "weights" of the header is the stream's own model (the inputs' headers follow it)
+fp() { mode-cat --header "$1" | grep -o '"weights":"[0-9a-f]*"' | head -n 1 | cut -d'"' -f4; }
+a=$(fp "$T/tc.ms") b=$(fp "$T/tf.ms")
+is "${#a} ${#b}" "64 64" "both trace headers carry a 64-digit weights fingerprint"
 [ "$a" != "$b" ] && pass "one flipped low bit changes the weights fingerprint" ||
     { fail "one flipped low bit changes the weights fingerprint"; diag "both $a"; }
+# mode-tokenize reads no weight: its identity's weights is empty (it does not read 61 GB to tokenize)
+mode-cat --header "$T/s.ms" >"$T/sh"
+has "$T/sh" '"weights":""' "mode-tokenize, which reads no weight, leaves weights empty"
 is "$(mode-cat -m "$T/flip" | sed -n 's/.*"identity":{[^}]*"weights":"\([0-9a-f]*\)".*/\1/p')" "$b" \
     "mode-cat -m shows the same fingerprint as the stream header"
 run mode-eval -m "$T/flip" "$T/s.ms"
