@@ -1,6 +1,7 @@
 # mode — build, test and dependencies. One GNU Makefile.
 #
-#   make                  lib/libmode-core.a and bin/mode-*  (installs missing Debian packages first)
+#   make                  lib/libmode-core.a and bin/mode-*, with CUDA lib/libmode-cuda.so (installs missing
+#                         Debian packages first)
 #   make check            builds, then runs every test through prove (TAP)
 #   make bench            builds the benchmark programs of tests/bench/ into build/bench/ (run them by hand)
 #   make deps             installs the Debian packages the build needs, when pkg-config lacks them
@@ -58,13 +59,24 @@ ifeq ($(CUDA_ON),1)
   CUDA_HOME ?= $(patsubst %/bin/,%,$(dir $(NVCC)))
   # sm_90 = Hopper (H100/H200), the lent GPU machine; override CUDA_ARCH for other cards
   NVCCFLAGS ?= -std=c++17 -O2 -g -arch=sm_$(CUDA_ARCH) -Xcompiler -Wall
-  # cuBLAS and cuSOLVER: GEMMs and the Cholesky factorisations of kernels/gptq.cu
-  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++
+  # The kernels are one shared object, lib/libmode-cuda.so, that kernels/dispatch.c (in libmode-core)
+  # opens with dlopen when a GPU is wanted: no program links a CUDA library, so a run on the CPU maps
+  # none. -fPIC: the host code goes into that object.
+  NVCC_PIC := -Xcompiler -fPIC
+  CUDA_SO := lib/libmode-cuda.so
+  # the object's libraries: cuBLAS and cuSOLVER (GEMMs, the Cholesky factorisations of kernels/gptq.cu)
+  CUDA_LIBS := -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcusolver -lcublas -lcudart -lstdc++ -lm
+  # the libmode-core functions the object calls back: linked into every program (-u) and exported
+  # (--dynamic-list), so that the object uses the program's one copy (kernels/callbacks.syms)
+  CALLBACKS := $(shell sed -n 's/^ *\(mode_[a-z0-9_]*\);$$/\1/p' kernels/callbacks.syms)
+  CUDA_LDFLAGS := -Wl,--dynamic-list=kernels/callbacks.syms $(CALLBACKS:%=-Wl,--undefined=%)
 endif
+# dlopen (kernels/dispatch.c; test_cuda_stub): in libc since glibc 2.34, in libdl before
+DL_LIBS := -ldl
 
 ALL_CFLAGS = $(CPPFLAGS) $(CFLAGS) $(SAN_FLAGS) $(PKG_CFLAGS)
-ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS) -Wl,--as-needed
-ALL_LIBS = $(PKG_LIBS) $(CUDA_LIBS) $(LDLIBS)
+ALL_LDFLAGS = $(LDFLAGS) $(SAN_FLAGS) -Wl,--as-needed $(CUDA_LDFLAGS)
+ALL_LIBS = $(PKG_LIBS) $(DL_LIBS) $(LDLIBS)
 
 ifeq ($(V),1)
   Q :=
@@ -76,9 +88,11 @@ endif
 
 B := build
 LIB_SRC := $(sort $(wildcard lib/*.c))
-KERNEL_C := $(if $(filter 1,$(CUDA_ON)),,kernels/stub.c)
+# the CUDA entry points in libmode-core: forwarders to lib/libmode-cuda.so, or stubs ("unavailable")
+KERNEL_C := $(if $(filter 1,$(CUDA_ON)),kernels/dispatch.c,kernels/stub.c)
 KERNEL_CU := $(if $(filter 1,$(CUDA_ON)),$(sort $(wildcard kernels/*.cu)),)
-LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o) $(KERNEL_C:%.c=$(B)/%.o) $(KERNEL_CU:%.cu=$(B)/%.cu.o)
+CUDA_OBJ := $(KERNEL_CU:%.cu=$(B)/%.cu.o)
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o) $(KERNEL_C:%.c=$(B)/%.o)
 LIB := lib/libmode-core.a
 
 CLI_OBJ := $(patsubst %.c,$(B)/%.o,$(sort $(wildcard filters/common/*.c)))
@@ -94,7 +108,7 @@ BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
 .PHONY: all check bench fuzz deps fuzz-deps clean install demo FORCE
-all: $(LIB) $(BINS)
+all: $(LIB) $(BINS) $(CUDA_SO)
 
 # ---- dependencies ------------------------------------------------------------------------------
 deps:
@@ -122,7 +136,7 @@ deps:
 # The stamp changes only when the flags do; every object depends on it.
 $(B)/flags: FORCE | deps
 	@mkdir -p $(B)
-	@echo '$(CC) $(ALL_CFLAGS) | $(ALL_LDFLAGS) | $(ALL_LIBS) | $(NVCC) $(NVCCFLAGS) | cuda=$(CUDA_ON)' > $(B)/flags.new; \
+	@echo '$(CC) $(ALL_CFLAGS) | $(ALL_LDFLAGS) | $(ALL_LIBS) | $(NVCC) $(NVCCFLAGS) $(NVCC_PIC) | $(CUDA_LIBS) | cuda=$(CUDA_ON)' > $(B)/flags.new; \
 	if cmp -s $(B)/flags.new $(B)/flags; then rm -f $(B)/flags.new; else mv $(B)/flags.new $(B)/flags; fi
 
 $(B)/%.o: %.c $(B)/flags | deps
@@ -133,11 +147,33 @@ $(B)/%.o: %.c $(B)/flags | deps
 $(B)/%.cu.o: %.cu $(B)/flags | deps
 	@mkdir -p $(@D)
 	$(say) NVCC $<
-	$(Q)$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+	$(Q)$(NVCC) $(NVCCFLAGS) $(NVCC_PIC) -MMD -MP -c $< -o $@
 
 $(LIB): $(LIB_OBJ)
 	$(say) AR $@
 	$(Q)rm -f $@ && $(AR) $(ARFLAGS) $@ $^
+
+# The kernels as one object (-Bsymbolic: calls between its entry points stay inside it), checked
+# before it replaces the old one: it exports exactly the entry points that dispatch.o forwards
+# (kernels/mode_cuda_entries.h), and every mode_ function it needs from the programs is in
+# kernels/callbacks.syms (else the first --device cuda run would fail to open it).
+ifeq ($(CUDA_ON),1)
+$(CUDA_SO): $(CUDA_OBJ) $(B)/kernels/dispatch.o kernels/callbacks.syms
+	$(say) LD $@
+	$(Q)$(CC) -shared -Wl,-soname,$(notdir $@) -Wl,-Bsymbolic -Wl,--as-needed $(LDFLAGS) -o $@.tmp $(CUDA_OBJ) $(CUDA_LIBS)
+	$(Q)nm -D --defined-only $@.tmp | awk '$$2 == "T" && $$3 ~ /^mode_/ { print $$3 }' | sort >$(B)/cuda-exports.txt; \
+	nm --defined-only $(B)/kernels/dispatch.o | awk '$$2 == "T" { print $$3 }' | sort >$(B)/cuda-forwards.txt; \
+	if ! cmp -s $(B)/cuda-exports.txt $(B)/cuda-forwards.txt; then \
+	  echo "$@: its entry points (<) and those kernels/dispatch.c forwards (>) differ:" >&2; \
+	  diff $(B)/cuda-exports.txt $(B)/cuda-forwards.txt >&2; rm -f $@.tmp; exit 1; \
+	fi; \
+	missing=$$(nm -D --undefined-only $@.tmp | awk '$$2 ~ /^mode_/ { print $$2 }' | \
+	  while read -r s; do grep -q "^ *$$s;" kernels/callbacks.syms || echo "$$s"; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "$@: needs from the programs what kernels/callbacks.syms does not export:" $$missing >&2; rm -f $@.tmp; exit 1; \
+	fi
+	$(Q)mv $@.tmp $@
+endif
 
 .SECONDEXPANSION:
 bin/%: $$(addprefix $(B)/,$$(addsuffix .o,$$(basename $$(wildcard filters/$$*/*.c)))) $(CLI_OBJ) $(LIB)
@@ -233,6 +269,11 @@ export MODE_ROOT := $(CURDIR)
 export MODE_BIN := $(CURDIR)/bin
 export MODE_FIXTURES := $(CURDIR)/tests/fixtures
 export MODE_HOST_BIN := $(CURDIR)/$(B)/host/bin
+ifeq ($(CUDA_ON),1)
+# the programs under bin/ find the kernels' object in ../lib; the C tests and benchmarks
+# (build/tests/..., build/bench/) are told where it is
+export MODE_CUDA_LIB := $(CURDIR)/$(CUDA_SO)
+endif
 PROVE_JOBS ?= 2
 
 check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIXTURES)
@@ -268,13 +309,14 @@ fuzz: fuzz-deps
 # ---- install, clean ------------------------------------------------------------------------------
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 \
-		$(DESTDIR)$(PREFIX)/share/man/man7
+		$(DESTDIR)$(PREFIX)/share/man/man7 $(if $(CUDA_SO),$(DESTDIR)$(PREFIX)/lib/mode)
 	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin
+	$(if $(CUDA_SO),install -m 755 $(CUDA_SO) $(DESTDIR)$(PREFIX)/lib/mode)
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 644 $(wildcard man/*.5) $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 644 $(wildcard man/*.7) $(DESTDIR)$(PREFIX)/share/man/man7
 
 clean:
-	rm -rf $(B) $(LIB) bin/mode-*
+	rm -rf $(B) $(LIB) lib/libmode-cuda.so bin/mode-*
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -5,9 +5,12 @@
  * returns a status (mode.h). Its CPU reference is mode_<op>_ref in lib/ and a randomized test in
  * tests/kernels/ compares the two (skipped where no GPU is present).
  *
- * Built without nvcc (make CUDA=0, or nvcc not found), every entry point is a stub from
- * kernels/stub.c that returns MODE_EUNAVAILABLE with a message saying so; so is every entry when
- * the build has CUDA but the machine has no usable device (mode_cuda_available says which).
+ * Built with nvcc, the kernels are a shared object, lib/libmode-cuda.so, and the entry points that
+ * programs link (libmode-core) are forwarders from kernels/dispatch.c that open it on first use:
+ * a program that never asks for a device loads no CUDA library. Built without nvcc (make CUDA=0,
+ * or nvcc not found), every entry point is a stub from kernels/stub.c that returns
+ * MODE_EUNAVAILABLE with a message saying so; so is every entry when the build has CUDA but the
+ * object, the driver or a usable device is missing (mode_cuda_available says which).
  *
  * Pointers named d_* are device memory; `stream` is a cudaStream_t passed as void* (NULL = the
  * default stream), so that this header needs no CUDA header.
@@ -24,7 +27,7 @@
 extern "C" {
 #endif
 
-/* 1 when this build has CUDA kernels compiled in (nvcc found at build time), else 0. */
+/* 1 when this build has CUDA kernels compiled in (nvcc found at build time), else 0; loads nothing. */
 int mode_cuda_built(void);
 /* MODE_OK when a CUDA device can be used; MODE_EUNAVAILABLE with the reason otherwise. */
 int mode_cuda_available(struct mode_err *err);

@@ -21,6 +21,8 @@ F=/tmp/mode-fixtures
 mkdir -p "$F" && for z in tests/fixtures/big/*.gz; do gzip -dc "$z" >"$F/$(basename "$z" .gz)"; done
 export LD_LIBRARY_PATH="$D:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" OPENBLAS_CORETYPE=Haswell
 export MODE_ROOT=$PWD MODE_BIN=$D MODE_FIXTURES=$PWD/tests/fixtures MODE_BUILD_FIXTURES=$F PATH="$D:$PATH"
+# the kernels: the bundle is flat, so the programs' own search (../lib beside them) does not find them
+export MODE_CUDA_LIB=$D/libmode-cuda.so
 summary=$OUT/summary.txt
 : >"$summary"
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv,noheader >>"$summary" 2>&1
