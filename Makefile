@@ -278,7 +278,9 @@ PROVE_JOBS ?= 2
 
 check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIXTURES)
 	@chmod +x $(TEST_SH) 2>/dev/null || true
-	prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(HOST_TEST_BIN) $(TEST_SH)
+	@# progress lines off: tests compare stderr with the exact messages (tests/filters/progress.sh
+	@# turns them on where it checks them)
+	MODE_PROGRESS=off prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(HOST_TEST_BIN) $(TEST_SH)
 
 # ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
 DEMO_OUT ?= build/demo

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *mode_prog = "mode";
@@ -177,14 +178,102 @@ void mode_cli_close_stdout(void)
     if (close(1) < 0 && errno != EBADF) mode_die(MODE_EIO, "stdout: %s", strerror(errno));
 }
 
+/* ---- progress ---------------------------------------------------------------------------- */
+
+static enum { PROGRESS_AUTO, PROGRESS_TTY, PROGRESS_LOG, PROGRESS_OFF } progress_mode = PROGRESS_AUTO;
+static int progress_resolved = -1; /* the mode in effect once auto is decided: TTY, LOG or OFF */
+static double progress_t0, progress_last = -1, progress_every = 10;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int progress_parse(const char *v)
+{
+    if (!strcmp(v, "auto")) return PROGRESS_AUTO;
+    if (!strcmp(v, "tty")) return PROGRESS_TTY;
+    if (!strcmp(v, "log")) return PROGRESS_LOG;
+    if (!strcmp(v, "off")) return PROGRESS_OFF;
+    return -1;
+}
+
+void mode_cli_progress(const char *arg)
+{
+    int m = progress_parse(arg);
+    if (m < 0) mode_die(MODE_EUSAGE, "--progress: '%s' is not auto, tty, log or off", arg);
+    progress_mode = m;
+    progress_resolved = -1;
+}
+
+static int progress_effective(void)
+{
+    if (progress_resolved >= 0) return progress_resolved;
+    int m = progress_mode;
+    const char *env = getenv("MODE_PROGRESS");
+    if (m == PROGRESS_AUTO && env && *env) {
+        int e = progress_parse(env);
+        if (e < 0) mode_die(MODE_EUSAGE, "MODE_PROGRESS: '%s' is not auto, tty, log or off", env);
+        m = e;
+    }
+    const char *every = getenv("MODE_PROGRESS_SECONDS");
+    if (every && *every) {
+        char *end;
+        double v = strtod(every, &end);
+        if (*end || !(v > 0) || v > 86400) mode_die(MODE_EUSAGE, "MODE_PROGRESS_SECONDS: '%s' is not a number of seconds in (0, 86400]", every);
+        progress_every = v;
+    }
+    if (m == PROGRESS_AUTO) m = isatty(2) ? PROGRESS_TTY : PROGRESS_LOG;
+    return progress_resolved = m;
+}
+
+/* "12s", "3m05s", "1h02m" */
+static void fmt_duration(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e8) s = 0;
+    long t = (long)(s + 0.5);
+    if (t < 60) snprintf(buf, n, "%lds", t);
+    else if (t < 3600) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+}
+
+void mode_progressf(double frac, bool last, const char *fmt, ...)
+{
+    static bool ended; /* the last line of this piece of work was printed */
+    int m = progress_effective();
+    if (m == PROGRESS_OFF || (last && ended)) return;
+    ended = last;
+    const double t = now_s();
+    if (progress_last < 0) progress_t0 = t, progress_last = t - progress_every; /* the first call prints at once */
+    if (m == PROGRESS_LOG && !last && t - progress_last < progress_every) return;
+    progress_last = t;
+    char what[512], el[32], eta[32] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    fmt_duration(el, sizeof el, t - progress_t0);
+    if (frac > 0 && frac < 1 && !last) {
+        char d[24];
+        fmt_duration(d, sizeof d, (t - progress_t0) * (1 - frac) / frac);
+        snprintf(eta, sizeof eta, ", ETA %s", d);
+    }
+    if (m == PROGRESS_TTY) fprintf(stderr, "\r%s: %s, %s%s\033[K%s", mode_prog, what, el, eta, last ? "\n" : "");
+    else fprintf(stderr, "%s: %s, %s%s\n", mode_prog, what, el, eta);
+    fflush(stderr);
+}
+
 void mode_progress(const char *what, uint64_t done, uint64_t total)
 {
-    static int tty = -1;
-    if (tty < 0) tty = isatty(2);
-    if (!tty) return;
-    fprintf(stderr, "\r%s: %s %llu/%llu", mode_prog, what, (unsigned long long)done, (unsigned long long)total);
-    if (done >= total) fputc('\n', stderr);
-    fflush(stderr);
+    const bool last = total && done >= total;
+    if (!total && !done) return; /* nothing yet */
+    if (total)
+        mode_progressf((double)done / (double)total, last, "%s %llu/%llu (%.0f%%)", what, (unsigned long long)done, (unsigned long long)total,
+                       100.0 * (double)done / (double)total);
+    else
+        mode_progressf(0, false, "%s %llu", what, (unsigned long long)done);
 }
 
 bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi)

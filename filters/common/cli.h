@@ -47,9 +47,16 @@ void mode_cli_outfile_commit(struct mode_outfile *out);
 /* Closes stdout and reports a failure (a full disk, a closed pipe) with exit 74. Call last. */
 void mode_cli_close_stdout(void);
 
-/* Progress on stderr, only when stderr is a terminal: "\rprog: what done/total" ... final newline
- * when done == total. */
+/* Progress of long work on stderr, chosen by --progress (mode_cli_progress) or else the
+ * environment's MODE_PROGRESS: "auto" (the default: "tty" when stderr is a terminal, else "log"),
+ * "tty" (one line rewritten in place), "log" (a whole line at the first call, then at most every
+ * MODE_PROGRESS_SECONDS seconds, 10 by default, and at the end), "off". Each line reads
+ * "prog: WHAT, ELAPSED[, ETA T]", the ETA from the fraction done and the time since the first call.
+ * mode_progress: WHAT is "what done/total (P%)", or "what done" when total is 0 (unknown: no ETA);
+ * done == total ends it. mode_progressf: frac in [0, 1] (0: unknown), last ends it. */
+void mode_cli_progress(const char *arg); /* dies with 64 on a value other than the four */
 void mode_progress(const char *what, uint64_t done, uint64_t total);
+void mode_progressf(double frac, bool last, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* Parses "A-B" or "A" (inclusive, non-negative) into lo/hi; false on bad syntax. */
 bool mode_parse_range(const char *s, int64_t *lo, int64_t *hi);

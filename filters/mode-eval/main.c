@@ -27,6 +27,8 @@ static const char usage_text[] =
     "      --device D         cpu, cuda (the large matrix products through cuBLAS; packed MoE layers on the GPU kernels)\n"
     "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-eval(1).\n";
@@ -100,11 +102,11 @@ static void run_batch(struct run *r, struct mode_rt_batch *b)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-eval");
-    enum { OPT_LOGITS = 256, OPT_BATCH, OPT_THREADS, OPT_DEVICE };
+    enum { OPT_LOGITS = 256, OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},         {"output", required_argument, 0, 'o'},
         {"logits", required_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
-        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},             {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *logits_path = NULL;
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
             break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-eval %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;
@@ -186,9 +189,11 @@ int main(int argc, char **argv)
         double dt = now() - t0;
         char what[96];
         snprintf(what, sizeof what, "%lld tokens, %.0f tokens/s; samples", (long long)r.ev.tokens, r.ev.tokens / (dt > 0 ? dt : 1));
-        mode_progress(what, (uint64_t)r.ev.samples, in.ended ? (uint64_t)r.ev.samples : (uint64_t)r.ev.samples + 1);
+        mode_progress(what, (uint64_t)r.ev.samples, in.ended ? (uint64_t)r.ev.samples : 0);
     }
     double seconds = now() - t0;
+    mode_progressf(1, true, "%lld tokens, %.0f tokens/s; samples %lld", (long long)r.ev.tokens, r.ev.tokens / (seconds > 0 ? seconds : 1),
+                   (long long)r.ev.samples);
     if (r.logits) {
         if (mode_stream_write_trailer(&r.lw, NULL, &err) || mode_stream_writer_free(&r.lw, &err)) mode_fail(&err);
         mode_cli_outfile_commit(&lout);

@@ -26,6 +26,8 @@ static const char usage_text[] =
     "      --device D         cpu, cuda (the large matrix products through cuBLAS)\n"
     "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a 'samples' stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-route-trace(1).\n";
@@ -87,12 +89,12 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-route-trace");
-    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS, OPT_DEVICE };
+    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"layers", required_argument, 0, OPT_LAYERS},  {"samples", required_argument, 0, OPT_SAMPLES},
         {"router-logits", no_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
-        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"help", no_argument, 0, 'h'},
+        {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},              {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-";
@@ -123,6 +125,7 @@ int main(int argc, char **argv)
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
             break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-route-trace %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;
@@ -224,8 +227,9 @@ int main(int argc, char **argv)
         c.attn = NULL;
         c.text = NULL;
         samples += n;
-        mode_progress("samples", (uint64_t)samples, in.ended ? (uint64_t)samples : (uint64_t)samples + 1);
+        mode_progress("samples", (uint64_t)samples, in.ended ? (uint64_t)samples : 0);
     }
+    if (samples) mode_progress("samples", (uint64_t)samples, (uint64_t)samples);
     if (mode_stream_write_trailer(&w, NULL, &err) || mode_stream_writer_free(&w, &err)) mode_fail(&err);
     mode_cli_outfile_commit(&out);
     mode_mp_free(&c.rec);

@@ -29,6 +29,8 @@ static const char usage_text[] =
     "      --skip-bad         skip a bad line with a warning instead of stopping (counted)\n"
     "      --min-pixels N, --max-pixels N   image pixel bounds (default: preprocessor_config.json)\n"
     "      --no-text          do not store the rendered text in the records\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "INPUT is JSONL (default: stdin). Exit: 0 ok, 64 usage, 65 bad line or model, 66 missing input\n"
     "or image, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-tokenize(1).\n";
@@ -56,13 +58,13 @@ static int64_t parse_pos(const char *opt, const char *s)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-tokenize");
-    enum { OPT_ROOT = 256, OPT_MAX, OPT_TRUNC, OPT_SKIP, OPT_MINPX, OPT_MAXPX, OPT_NOTEXT };
+    enum { OPT_ROOT = 256, OPT_MAX, OPT_TRUNC, OPT_SKIP, OPT_MINPX, OPT_MAXPX, OPT_NOTEXT, OPT_PROGRESS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},         {"output", required_argument, 0, 'o'},
         {"root", required_argument, 0, OPT_ROOT},     {"max-tokens", required_argument, 0, OPT_MAX},
         {"truncate", no_argument, 0, OPT_TRUNC},      {"skip-bad", no_argument, 0, OPT_SKIP},
         {"min-pixels", required_argument, 0, OPT_MINPX}, {"max-pixels", required_argument, 0, OPT_MAXPX},
-        {"no-text", no_argument, 0, OPT_NOTEXT},      {"help", no_argument, 0, 'h'},
+        {"no-text", no_argument, 0, OPT_NOTEXT},      {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},             {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *root = NULL;
@@ -79,6 +81,7 @@ int main(int argc, char **argv)
         case OPT_MINPX: min_px = parse_pos("--min-pixels", optarg); break;
         case OPT_MAXPX: max_px = parse_pos("--max-pixels", optarg); break;
         case OPT_NOTEXT: no_text = true; break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-tokenize %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;

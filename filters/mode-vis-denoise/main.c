@@ -25,6 +25,8 @@ static const char usage_text[] =
     "      --keep-out FILE    also write the key-token masks as a keep stream (for mode-sensitivity)\n"
     "      --png FILE         heatmaps of the normalised frequencies per token class\n"
     "  -m, --model DIR        the model (only needed for a trace whose header lacks the expert count)\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "TRACE is a trace stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-vis-denoise(1).\n";
@@ -159,12 +161,12 @@ static int64_t header_int(const msgpack_object *h, const char *key)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-vis-denoise");
-    enum { OPT_KEEP = 256, OPT_METHOD, OPT_SEED, OPT_KEEP_OUT, OPT_PNG };
+    enum { OPT_KEEP = 256, OPT_METHOD, OPT_SEED, OPT_KEEP_OUT, OPT_PNG, OPT_PROGRESS };
     static const struct option opts[] = {
         {"output", required_argument, 0, 'o'},       {"keep", required_argument, 0, OPT_KEEP},
         {"method", required_argument, 0, OPT_METHOD}, {"seed", required_argument, 0, OPT_SEED},
         {"keep-out", required_argument, 0, OPT_KEEP_OUT}, {"png", required_argument, 0, OPT_PNG},
-        {"model", required_argument, 0, 'm'},        {"help", no_argument, 0, 'h'},
+        {"model", required_argument, 0, 'm'},        {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},            {0, 0, 0, 0},
     };
     const char *output = "-", *keep_path = NULL, *png_path = NULL, *model_dir = NULL;
@@ -192,6 +194,7 @@ int main(int argc, char **argv)
             break;
         case OPT_KEEP_OUT: keep_path = optarg; break;
         case OPT_PNG: png_path = optarg; break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-vis-denoise %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;
@@ -266,7 +269,7 @@ int main(int argc, char **argv)
             if (mode_mp_finish(&h, &err) || mode_stream_write_record(&kw, &h, &err)) mode_fail(&err);
         }
         records++;
-        if (!(records % 64)) mode_progress("trace records", (uint64_t)records, (uint64_t)records + 1);
+        if (!(records % 64)) mode_progress("trace records", (uint64_t)records, 0);
     }
     if (mode_stream_finish(&r, &err)) mode_fail(&err);
     mode_progress("trace records", (uint64_t)records, (uint64_t)records);
