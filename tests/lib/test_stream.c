@@ -5,6 +5,7 @@
 #include "../../lib/samples.h"
 #include "../../lib/stream.h"
 #include "tap.h"
+#include "mem_src.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,24 +15,6 @@
 #include <unistd.h>
 
 static const char *const kinds[] = {"samples", "trace", "freq", "keep", "sens", "alloc", "logits"};
-
-/* ---- a memory source with a chunking policy ---- */
-struct src {
-    const uint8_t *p;
-    size_t n, off;
-    int policy; /* 0: all at once, 1: one byte at a time, 2: random chunks */
-};
-
-static ssize_t src_read(void *ctx, void *buf, size_t cap)
-{
-    struct src *s = ctx;
-    size_t left = s->n - s->off, k = left < cap ? left : cap;
-    if (s->policy == 1 && k > 1) k = 1;
-    if (s->policy == 2 && k > 1) k = 1 + (size_t)(tap_rand() % (k < 300 ? k : 300));
-    memcpy(buf, s->p + s->off, k);
-    s->off += k;
-    return (ssize_t)k;
-}
 
 struct buf {
     uint8_t *p;

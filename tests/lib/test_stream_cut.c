@@ -4,29 +4,13 @@
  * random chunks, the message names the part that is cut (lib/stream.c). */
 #include "../../lib/stream.h"
 #include "tap.h"
+#include "mem_src.h"
 
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-struct src {
-    const uint8_t *p;
-    size_t n, off;
-    int policy; /* 0: all at once, 1: one byte at a time, 2: random chunks */
-};
-
-static ssize_t src_read(void *ctx, void *buf, size_t cap)
-{
-    struct src *s = ctx;
-    size_t left = s->n - s->off, k = left < cap ? left : cap;
-    if (s->policy == 1 && k > 1) k = 1;
-    if (s->policy == 2 && k > 1) k = 1 + (size_t)(tap_rand() % (k < 300 ? k : 300));
-    memcpy(buf, s->p + s->off, k);
-    s->off += k;
-    return (ssize_t)k;
-}
 
 /* Reads every stream of p[0..n) to the end; the status, err filled. */
 static int read_all(const uint8_t *p, size_t n, int policy, struct mode_err *err)
