@@ -115,7 +115,7 @@ static int proj_finish(struct mode_pack_proj *p, const uint8_t *q, const float *
 static int quant_proj(const float *W, int64_t n, int64_t k, const double *H, int bits, const struct mode_pack_opts *o, bool v1,
                       struct mode_pack_proj *p, float *deq, int64_t *zero_lost, struct mode_err *err)
 {
-    struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H};
+    struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H, .damp = MODE_PACK_DAMP};
     int64_t g, G;
     int rc;
     if ((rc = mode_quant_groups(&qo, k, &g, &G, err)) || (rc = mode_gptq_check_dims(n, k, bits, err)) ||
@@ -149,7 +149,7 @@ static int batch_projs(int n_h, int n_mat, int64_t n, int64_t k, const float *W,
     float *dq = malloc(sizeof *dq * (size_t)n_mat * (size_t)(n * k)), *sc = malloc(sizeof *sc * (size_t)n_mat * (size_t)(n * G)),
           *z = malloc(sizeof *z * (size_t)n_mat * (size_t)(n * G));
     if (!info || !gidx || !q || !dq || !sc || !z) rc = mode_err_oom(err, (size_t)n_mat * (size_t)(n * k) * 9, "a GPTQ batch");
-    struct mode_gptq_batch b = {.n_h = n_h, .n_mat = n_mat, .rows = n, .cols = k, .group = o->group, .sym = o->sym, .act_order = o->act_order,
+    struct mode_gptq_batch b = {.n_h = n_h, .n_mat = n_mat, .rows = n, .cols = k, .group = o->group, .sym = o->sym, .act_order = o->act_order, .damp = MODE_PACK_DAMP,
                                 .hidx = hidx, .bits = bits, .W = W, .deq = dq, .q = q, .scale = sc, .zero = z, .g_idx = gidx, .info = info};
     if (!rc) rc = mode_gptq_rows(&b, X, n_x, o->device, err);
     for (int m = 0; m < n_mat && !rc; m++) {
@@ -721,4 +721,102 @@ int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, siz
     }
     if (*n) qsort(*out, *n, sizeof **out, side_cmp);
     return MODE_OK;
+}
+
+/* ---- the checkpoint's description (pack.h) ----------------------------------------------------- */
+
+/* o[k] = v (v's reference taken, also on failure); false when either is NULL or it fails */
+static bool put(json_t *o, const char *k, json_t *v)
+{
+    if (!o || !v) {
+        json_decref(v);
+        return false;
+    }
+    return json_object_set_new(o, k, v) == 0;
+}
+
+/* Version 0.9.0 of GPTQModel (its MIN_VERSION_WITH_V2) is the first whose v1 files were written
+ * from the v2 zero points (zero − 1), as gptqpack.c writes them; see `meta` below. */
+#define PACK_GPTQMODEL_V2 "0.9.0"
+
+json_t *mode_pack_quant_config(const struct mode_text_config *t, const int *bits, const struct mode_pack_opts *o)
+{
+    const int L = t->n_layer, E = t->n_expert;
+    int hist[17] = {0};
+    for (int l = 0; l < L; l++)
+        for (int e = 0; t->is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
+    int common = 4;
+    for (int k = 2; k <= 16; k++)
+        if (hist[k] > hist[common]) common = k;
+    if (common == 16) common = 4;
+    json_t *qc = json_object(), *dyn = json_object(), *meta = json_object(), *quantizer = json_array();
+    bool ok = qc && dyn && meta && quantizer;
+    ok = ok && put(qc, "quant_method", json_string("gptq")) && put(qc, "bits", json_integer(common)) &&
+         put(qc, "group_size", json_integer(o->group)) && put(qc, "sym", json_boolean(o->sym)) &&
+         put(qc, "desc_act", json_boolean(o->act_order)) && put(qc, "checkpoint_format", json_string(o->gptq_v1 ? "gptq" : "gptq_v2")) &&
+         /* qweight and qzeros are int32 words (gptqpack.h); nothing but decoder layers is quantized */
+         put(qc, "pack_dtype", json_string("int32")) && put(qc, "lm_head", json_false());
+    /* GPTQModel's dynamic rules: per layer, one rule per width listing its experts; everything
+     * that is not a routed expert is excluded */
+    for (int l = 0; ok && l < L; l++) {
+        if (!t->is_moe[l]) continue;
+        for (int bw = 2; ok && bw <= 16; bw++) {
+            char rule[16384];
+            int off = snprintf(rule, sizeof rule, "%s:^model\\.language_model\\.layers\\.%d\\.mlp\\.experts\\.(", bw == 16 ? "-" : "+", l);
+            int cnt = 0;
+            for (int e = 0; e < E && off < (int)sizeof rule - 16; e++)
+                if (bits[(size_t)l * E + e] == bw) off += snprintf(rule + off, sizeof rule - (size_t)off, "%s%d", cnt++ ? "|" : "", e);
+            if (!cnt) continue;
+            snprintf(rule + off, sizeof rule - (size_t)off, ")\\.");
+            json_t *v = json_object();
+            ok = bw == 16 || put(v, "bits", json_integer(bw));
+            ok = put(dyn, rule, v) && ok;
+        }
+    }
+    ok = ok && put(dyn, "-:^model\\.visual\\.", json_object());
+    if (ok && o->attn_bits) {
+        json_t *v = json_object();
+        ok = put(v, "bits", json_integer(o->attn_bits));
+        ok = put(dyn, "+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj", v) && ok;
+    } else if (ok)
+        ok = put(dyn, "-:.*\\.self_attn\\.", json_object());
+    ok = ok && put(dyn, "-:.*\\.mlp\\.gate$", json_object()) && put(dyn, "-:^lm_head", json_object());
+    ok = put(qc, "dynamic", dyn) && ok; /* (put takes dyn either way) */
+    /* meta as GPTQModel writes it into its own checkpoints (ModelCloud/GPTQModel,
+     * gptqmodel/models/writer.py: quantizer, uri, damp_percent, damp_auto_increment,
+     * static_groups, true_sequential, mse), of which what applies here.
+     *
+     * quantizer: GPTQModel's list of "name:version" producers, ours first. GPTQModel refuses a v1
+     * ("gptq") checkpoint with sym false ("Loading of a sym=False model with format=FORMAT.GPTQ is
+     * only supported if produced by gptqmodel version >= 0.9.0", gptqmodel/models/loader.py)
+     * unless one entry's name is "gptqmodel" with a version at least MIN_VERSION_WITH_V2, 0.9.0
+     * (is_quantized_by_v2, gptqmodel/quantization/config.py): v1 files of older tools stored
+     * zero points it cannot trust. Ours are the v2 zero points minus one, as GPTQModel ≥ 0.9.0
+     * writes v1 (gptqpack.h; mode-pack warns of the zero points v1 cannot hold), so a v1
+     * checkpoint names that convention, "gptqmodel:0.9.0", beside "mode:VERSION" — a statement
+     * of the layout it follows, not that GPTQModel made it. v2 has no such gate: mode alone.
+     * (GPTQModel before the list form read one string; the list is what it writes and reads now.)
+     *
+     * uri: GPTQModel points at its own repository; mode has no public home, so the method it
+     * implements.
+     *
+     * true_sequential: the modules of a layer quantized in order, each calibrated on the inputs
+     * that pass through the ones quantized before it. Here down_proj's Hessian always comes
+     * from the activations through the quantized gate/up_proj and o_proj's from the quantized
+     * q/k/v; the experts are calibrated on the output of the quantized attention, except with
+     * fp_inputs, which takes the inputs of every layer and of its MoE from the full-precision
+     * model: true then only while the attention is left as it is. */
+    char me[64];
+    snprintf(me, sizeof me, "mode:%s", MODE_VERSION);
+    ok = ok && !json_array_append_new(quantizer, json_string(me)) &&
+         (!o->gptq_v1 || !json_array_append_new(quantizer, json_string("gptqmodel:" PACK_GPTQMODEL_V2)));
+    ok = put(meta, "quantizer", quantizer) && ok;
+    ok = ok && put(meta, "uri", json_string("https://arxiv.org/abs/2606.17118")) && put(meta, "damp_percent", json_real(MODE_PACK_DAMP)) &&
+         put(meta, "true_sequential", json_boolean(!(o->fp_inputs && o->attn_bits)));
+    ok = put(qc, "meta", meta) && ok;
+    if (!ok) {
+        json_decref(qc);
+        return NULL;
+    }
+    return qc;
 }

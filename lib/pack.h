@@ -22,6 +22,8 @@
 
 #include "runtime.h"
 
+#include <jansson.h>
+
 struct mode_pack_opts {
     int group;
     int attn_bits; /* 2, 3, 4, 8: also q/k/v/o_proj of every decoder layer; 0 or 16: left as they are */
@@ -116,5 +118,20 @@ struct mode_pack_side {
 /* Returns new *out (caller frees) of *n entries, sorted by name. MODE_ENOINPUT when the directory
  * cannot be listed. */
 int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err);
+
+/* ---- the checkpoint's description ----------------------------------------------------------- */
+
+/* The damping mode_pack_run's GPTQ adds to the Hessian's diagonal, as a fraction of its mean
+ * (the published GPTQ's, lib/quant.h): GPTQModel's damp_percent. */
+#define MODE_PACK_DAMP 0.01
+
+/* config.json's quantization_config for the routed experts at bits (t->n_layer, t->n_expert),
+ * packed with o: GPTQ's fields (quant_method, bits: the most common width, group_size, sym,
+ * desc_act, checkpoint_format, pack_dtype, lm_head), GPTQModel's `dynamic` rules (per MoE layer
+ * one rule per width naming its experts, 16 bits excluded, and what is left as it was: vision
+ * tower, router, lm_head, the attention unless o->attn_bits), and `meta` as GPTQModel writes it
+ * (quantizer, uri, damp_percent, true_sequential). Returns a new reference; NULL when out of
+ * memory. */
+json_t *mode_pack_quant_config(const struct mode_text_config *t, const int *bits, const struct mode_pack_opts *o);
 
 #endif

@@ -524,48 +524,11 @@ int main(int argc, char **argv)
     snprintf(cp, sizeof cp, "%s/config.json", model_dir);
     json_t *cfg;
     if (mode_json_load(cp, MODE_CONFIG_MAX_FILE, &cfg, &err)) mode_fail(&err);
+    json_t *qc = mode_pack_quant_config(&m.cfg.text, bits, &o);
+    if (!qc) mode_die(MODE_EUNAVAILABLE, "out of memory");
     int hist[17] = {0};
     for (int l = 0; l < L; l++)
         for (int e = 0; m.cfg.text.is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
-    int common = 4;
-    for (int k = 2; k <= 16; k++)
-        if (hist[k] > hist[common]) common = k;
-    if (common == 16) common = 4;
-    json_t *qc = json_object();
-    json_object_set_new(qc, "quant_method", json_string("gptq"));
-    json_object_set_new(qc, "bits", json_integer(common));
-    json_object_set_new(qc, "group_size", json_integer(o.group));
-    json_object_set_new(qc, "sym", json_boolean(o.sym));
-    json_object_set_new(qc, "desc_act", json_boolean(o.act_order));
-    json_object_set_new(qc, "checkpoint_format", json_string(o.gptq_v1 ? "gptq" : "gptq_v2"));
-    json_t *dyn = json_object();
-    /* GPTQModel's dynamic rules: per layer, one rule per width listing its experts; everything
-     * that is not a routed expert is excluded */
-    for (int l = 0; l < L; l++) {
-        if (!m.cfg.text.is_moe[l]) continue;
-        for (int bw = 2; bw <= 16; bw++) {
-            char rule[16384];
-            int off = snprintf(rule, sizeof rule, "%s:^model\\.language_model\\.layers\\.%d\\.mlp\\.experts\\.(", bw == 16 ? "-" : "+", l);
-            int cnt = 0;
-            for (int e = 0; e < E && off < (int)sizeof rule - 16; e++)
-                if (bits[(size_t)l * E + e] == bw) off += snprintf(rule + off, sizeof rule - (size_t)off, "%s%d", cnt++ ? "|" : "", e);
-            if (!cnt) continue;
-            snprintf(rule + off, sizeof rule - (size_t)off, ")\\.");
-            json_t *v = json_object();
-            if (bw < 16) json_object_set_new(v, "bits", json_integer(bw));
-            json_object_set_new(dyn, rule, v);
-        }
-    }
-    json_object_set_new(dyn, "-:^model\\.visual\\.", json_object());
-    if (o.attn_bits) {
-        json_t *v = json_object();
-        json_object_set_new(v, "bits", json_integer(o.attn_bits));
-        json_object_set_new(dyn, "+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj", v);
-    } else
-        json_object_set_new(dyn, "-:.*\\.self_attn\\.", json_object());
-    json_object_set_new(dyn, "-:.*\\.mlp\\.gate$", json_object());
-    json_object_set_new(dyn, "-:^lm_head", json_object());
-    json_object_set_new(qc, "dynamic", dyn);
     json_object_set_new(cfg, "quantization_config", qc);
     /* the mode section: allocation and provenance */
     json_t *mode = json_object(), *alloc = json_array();
