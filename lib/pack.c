@@ -3,6 +3,7 @@
 #include "gptq.h"
 #include "gptqpack.h"
 #include "io.h"
+#include "json.h"
 #include "ops.h"
 #include "quant.h"
 
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -115,7 +117,7 @@ static int proj_finish(struct mode_pack_proj *p, const uint8_t *q, const float *
 static int quant_proj(const float *W, int64_t n, int64_t k, const double *H, int bits, const struct mode_pack_opts *o, bool v1,
                       struct mode_pack_proj *p, float *deq, int64_t *zero_lost, struct mode_err *err)
 {
-    struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H};
+    struct mode_quant_opts qo = {.bits = bits, .group = o->group, .sym = o->sym, .act_order = o->act_order && H, .damp = MODE_PACK_DAMP};
     int64_t g, G;
     int rc;
     if ((rc = mode_quant_groups(&qo, k, &g, &G, err)) || (rc = mode_gptq_check_dims(n, k, bits, err)) ||
@@ -149,7 +151,7 @@ static int batch_projs(int n_h, int n_mat, int64_t n, int64_t k, const float *W,
     float *dq = malloc(sizeof *dq * (size_t)n_mat * (size_t)(n * k)), *sc = malloc(sizeof *sc * (size_t)n_mat * (size_t)(n * G)),
           *z = malloc(sizeof *z * (size_t)n_mat * (size_t)(n * G));
     if (!info || !gidx || !q || !dq || !sc || !z) rc = mode_err_oom(err, (size_t)n_mat * (size_t)(n * k) * 9, "a GPTQ batch");
-    struct mode_gptq_batch b = {.n_h = n_h, .n_mat = n_mat, .rows = n, .cols = k, .group = o->group, .sym = o->sym, .act_order = o->act_order,
+    struct mode_gptq_batch b = {.n_h = n_h, .n_mat = n_mat, .rows = n, .cols = k, .group = o->group, .sym = o->sym, .act_order = o->act_order, .damp = MODE_PACK_DAMP,
                                 .hidx = hidx, .bits = bits, .W = W, .deq = dq, .q = q, .scale = sc, .zero = z, .g_idx = gidx, .info = info};
     if (!rc) rc = mode_gptq_rows(&b, X, n_x, o->device, err);
     for (int m = 0; m < n_mat && !rc; m++) {
@@ -721,4 +723,443 @@ int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, siz
     }
     if (*n) qsort(*out, *n, sizeof **out, side_cmp);
     return MODE_OK;
+}
+
+/* ---- the checkpoint's description (pack.h) ----------------------------------------------------- */
+
+/* o[k] = v (v's reference taken, also on failure); false when either is NULL or it fails */
+static bool put(json_t *o, const char *k, json_t *v)
+{
+    if (!o || !v) {
+        json_decref(v);
+        return false;
+    }
+    return json_object_set_new(o, k, v) == 0;
+}
+
+/* Version 0.9.0 of GPTQModel (its MIN_VERSION_WITH_V2) is the first whose v1 files were written
+ * from the v2 zero points (zero − 1), as gptqpack.c writes them; see `meta` below. */
+#define PACK_GPTQMODEL_V2 "0.9.0"
+
+json_t *mode_pack_quant_config(const struct mode_text_config *t, const int *bits, const struct mode_pack_opts *o)
+{
+    const int L = t->n_layer, E = t->n_expert;
+    int hist[17] = {0};
+    for (int l = 0; l < L; l++)
+        for (int e = 0; t->is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
+    int common = 4;
+    for (int k = 2; k <= 16; k++)
+        if (hist[k] > hist[common]) common = k;
+    if (common == 16) common = 4;
+    json_t *qc = json_object(), *dyn = json_object(), *meta = json_object(), *quantizer = json_array();
+    bool ok = qc && dyn && meta && quantizer;
+    ok = ok && put(qc, "quant_method", json_string("gptq")) && put(qc, "bits", json_integer(common)) &&
+         put(qc, "group_size", json_integer(o->group)) && put(qc, "sym", json_boolean(o->sym)) &&
+         put(qc, "desc_act", json_boolean(o->act_order)) && put(qc, "checkpoint_format", json_string(o->gptq_v1 ? "gptq" : "gptq_v2")) &&
+         /* qweight and qzeros are int32 words (gptqpack.h); nothing but decoder layers is quantized */
+         put(qc, "pack_dtype", json_string("int32")) && put(qc, "lm_head", json_false());
+    /* GPTQModel's dynamic rules: per layer, one rule per width listing its experts; everything
+     * that is not a routed expert is excluded */
+    for (int l = 0; ok && l < L; l++) {
+        if (!t->is_moe[l]) continue;
+        for (int bw = 2; ok && bw <= 16; bw++) {
+            char rule[16384];
+            int off = snprintf(rule, sizeof rule, "%s:^model\\.language_model\\.layers\\.%d\\.mlp\\.experts\\.(", bw == 16 ? "-" : "+", l);
+            int cnt = 0;
+            for (int e = 0; e < E && off < (int)sizeof rule - 16; e++)
+                if (bits[(size_t)l * E + e] == bw) off += snprintf(rule + off, sizeof rule - (size_t)off, "%s%d", cnt++ ? "|" : "", e);
+            if (!cnt) continue;
+            snprintf(rule + off, sizeof rule - (size_t)off, ")\\.");
+            json_t *v = json_object();
+            ok = bw == 16 || put(v, "bits", json_integer(bw));
+            ok = put(dyn, rule, v) && ok;
+        }
+    }
+    ok = ok && put(dyn, "-:^model\\.visual\\.", json_object());
+    if (ok && o->attn_bits) {
+        json_t *v = json_object();
+        ok = put(v, "bits", json_integer(o->attn_bits));
+        ok = put(dyn, "+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj", v) && ok;
+    } else if (ok)
+        ok = put(dyn, "-:.*\\.self_attn\\.", json_object());
+    ok = ok && put(dyn, "-:.*\\.mlp\\.gate$", json_object()) && put(dyn, "-:^lm_head", json_object());
+    ok = put(qc, "dynamic", dyn) && ok; /* (put takes dyn either way) */
+    /* meta as GPTQModel writes it into its own checkpoints (ModelCloud/GPTQModel,
+     * gptqmodel/models/writer.py: quantizer, uri, damp_percent, damp_auto_increment,
+     * static_groups, true_sequential, mse), of which what applies here.
+     *
+     * quantizer: GPTQModel's list of "name:version" producers, ours first. GPTQModel refuses a v1
+     * ("gptq") checkpoint with sym false ("Loading of a sym=False model with format=FORMAT.GPTQ is
+     * only supported if produced by gptqmodel version >= 0.9.0", gptqmodel/models/loader.py)
+     * unless one entry's name is "gptqmodel" with a version at least MIN_VERSION_WITH_V2, 0.9.0
+     * (is_quantized_by_v2, gptqmodel/quantization/config.py): v1 files of older tools stored
+     * zero points it cannot trust. Ours are the v2 zero points minus one, as GPTQModel ≥ 0.9.0
+     * writes v1 (gptqpack.h; mode-pack warns of the zero points v1 cannot hold), so a v1
+     * checkpoint names that convention, "gptqmodel:0.9.0", beside "mode:VERSION" — a statement
+     * of the layout it follows, not that GPTQModel made it. v2 has no such gate: mode alone.
+     * (GPTQModel before the list form read one string; the list is what it writes and reads now.)
+     *
+     * uri: GPTQModel points at its own repository; mode has no public home, so the method it
+     * implements.
+     *
+     * true_sequential: the modules of a layer quantized in order, each calibrated on the inputs
+     * that pass through the ones quantized before it. Here down_proj's Hessian always comes
+     * from the activations through the quantized gate/up_proj and o_proj's from the quantized
+     * q/k/v; the experts are calibrated on the output of the quantized attention, except with
+     * fp_inputs, which takes the inputs of every layer and of its MoE from the full-precision
+     * model: true then only while the attention is left as it is. */
+    char me[64];
+    snprintf(me, sizeof me, "mode:%s", MODE_VERSION);
+    ok = ok && !json_array_append_new(quantizer, json_string(me)) &&
+         (!o->gptq_v1 || !json_array_append_new(quantizer, json_string("gptqmodel:" PACK_GPTQMODEL_V2)));
+    ok = put(meta, "quantizer", quantizer) && ok;
+    ok = ok && put(meta, "uri", json_string("https://arxiv.org/abs/2606.17118")) && put(meta, "damp_percent", json_real(MODE_PACK_DAMP)) &&
+         put(meta, "true_sequential", json_boolean(!(o->fp_inputs && o->attn_bits)));
+    ok = put(qc, "meta", meta) && ok;
+    if (!ok) {
+        json_decref(qc);
+        return NULL;
+    }
+    return qc;
+}
+
+/* a Hugging Face id: ORG/NAME or NAME of [A-Za-z0-9._-], not a path */
+static bool hub_id(const char *s)
+{
+    int slash = 0;
+    if (!*s || *s == '.' || *s == '/' || *s == '-') return false;
+    for (const char *p = s; *p; p++) {
+        if (*p == '/') {
+            if (++slash > 1 || p[1] == 0 || p[1] == '/') return false;
+        } else if (!(*p >= 'a' && *p <= 'z') && !(*p >= 'A' && *p <= 'Z') && !(*p >= '0' && *p <= '9') && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    }
+    return true;
+}
+
+void mode_pack_source_name(const char *model_dir, json_t *config, char *buf, size_t n)
+{
+    json_t *np = config ? json_object_get(config, "_name_or_path") : NULL;
+    char real[PATH_MAX];
+    if (np && json_is_string(np) && hub_id(json_string_value(np))) snprintf(buf, n, "%s", json_string_value(np));
+    else {
+        /* .../models--ORG--NAME/snapshots/REV (huggingface_hub's cache: the id's '/' as "--") */
+        const char *repo = NULL;
+        if (realpath(model_dir, real)) {
+            char *s = strrchr(real, '/');
+            if (s && s > real) {
+                *s = 0;
+                char *snap = strrchr(real, '/');
+                if (snap && !strcmp(snap + 1, "snapshots") && snap > real) {
+                    *snap = 0;
+                    const char *r = strrchr(real, '/');
+                    if (r && !strncmp(r + 1, "models--", 8) && r[9]) repo = r + 9;
+                }
+            }
+        }
+        if (repo) {
+            const char *dd = strstr(repo, "--");
+            if (dd) snprintf(buf, n, "%.*s/%s", (int)(dd - repo), repo, dd + 2);
+            else snprintf(buf, n, "%s", repo);
+        } else {
+            /* the directory's name as given, without trailing slashes */
+            size_t k = strlen(model_dir);
+            while (k > 1 && model_dir[k - 1] == '/') k--;
+            size_t b = k;
+            while (b > 0 && model_dir[b - 1] != '/') b--;
+            snprintf(buf, n, "%.*s", (int)(k - b), model_dir + b);
+        }
+    }
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) *p = '?';
+}
+
+int mode_pack_source_yaml(const char *model_dir, char **out, struct mode_err *err)
+{
+    char path[PATH_MAX + 16];
+    *out = NULL;
+    if (snprintf(path, sizeof path, "%s/README.md", model_dir) >= (int)sizeof path) return mode_err_set(err, MODE_ENOINPUT, "%s: path too long", model_dir);
+    struct stat st;
+    char *text = NULL, *res = calloc(1, 1);
+    size_t len = 0, rl = 0;
+    if (!res) return mode_err_oom(err, 1, "the source model card");
+    if (stat(path, &st)) {
+        if (errno == ENOENT) return *out = res, MODE_OK;
+        free(res);
+        return mode_err_set(err, MODE_ENOINPUT, "%s: %s", path, strerror(errno));
+    }
+    int rc = mode_read_regular_file(path, MODE_PACK_CARD_MAX, &text, &len, err);
+    if (rc) {
+        free(res);
+        return rc;
+    }
+    /* the YAML header: a first line "---", up to the next line "---" */
+    const char *p = text, *end = text + len;
+    if (len >= 3 && !strncmp(p, "---", 3) && (p[3] == '\n' || (p[3] == '\r' && p[4] == '\n'))) {
+        p = strchr(p, '\n') + 1;
+        static const char *const keys[] = {"license:", "license_name:", "license_link:", "pipeline_tag:"};
+        while (p < end) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+            if (ll && p[ll - 1] == '\r') ll--;
+            if (ll == 3 && !strncmp(p, "---", 3)) break;
+            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+                if (ll > strlen(keys[k]) && !strncmp(p, keys[k], strlen(keys[k]))) {
+                    char *nr = realloc(res, rl + ll + 2);
+                    if (!nr) {
+                        free(res), free(text);
+                        return mode_err_oom(err, rl + ll + 2, "the source model card");
+                    }
+                    res = nr;
+                    memcpy(res + rl, p, ll);
+                    rl += ll;
+                    res[rl++] = '\n';
+                    res[rl] = 0;
+                }
+            if (!nl) break;
+            p = nl + 1;
+        }
+    }
+    free(text);
+    *out = res;
+    return MODE_OK;
+}
+
+int mode_pack_eval_load(const char *path, json_t **out, struct mode_err *err)
+{
+    int rc = mode_json_load(path, MODE_PACK_EVAL_MAX, out, err);
+    if (rc) return rc;
+    if (!json_is_object(json_object_get(*out, "metrics"))) {
+        json_decref(*out);
+        *out = NULL;
+        return mode_err_set(err, MODE_EDATA, "%s: not mode-eval's JSON output (no \"metrics\" object)", path);
+    }
+    return MODE_OK;
+}
+
+/* a YAML scalar: as it is when it reads as a plain string (a Hugging Face id with a letter that is
+ * none of YAML's words for booleans and null), else double-quoted */
+static void yaml_scalar(struct mode_wbuf *w, const char *s)
+{
+    static const char *const words[] = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"};
+    bool plain = hub_id(s), letter = false;
+    for (const char *p = s; *p; p++) letter |= (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z');
+    for (size_t k = 0; k < sizeof words / sizeof *words; k++) plain &= strcasecmp(s, words[k]) != 0;
+    if (plain && letter) {
+        mode_wbuf_puts(w, s);
+        return;
+    }
+    mode_wbuf_putc(w, '"');
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\') mode_wbuf_putc(w, '\\');
+        mode_wbuf_putc(w, *s);
+    }
+    mode_wbuf_putc(w, '"');
+}
+
+/* "N expert" or "N experts" */
+static const char *experts(int64_t n)
+{
+    return n == 1 ? "expert" : "experts";
+}
+
+/* the number at key of object o, if any */
+static bool num_at(json_t *o, const char *key, double *v)
+{
+    json_t *x = json_object_get(o, key);
+    if (!json_is_number(x)) return false;
+    *v = json_number_value(x);
+    return true;
+}
+
+/* one metric of one evaluation: section (metrics or a by_modality entry) -> sub ("text",
+ * "answer") -> what: 'p' perplexity, 'x' exact match k/n; "" when it has none */
+static void eval_cell(json_t *section, const char *sub, char what, char *buf, size_t n)
+{
+    json_t *o = json_object_get(section, sub);
+    double rec = 0, v, k;
+    buf[0] = 0;
+    if (!num_at(o, "records", &rec) || rec <= 0) return;
+    if (what == 'p' && num_at(o, "perplexity", &v)) snprintf(buf, n, "%.3f", v);
+    if (what == 'x' && num_at(o, "exact_match", &k)) snprintf(buf, n, "%.0f/%.0f", k, rec);
+}
+
+/* the evaluation section's body: one column per evaluation, a row per metric any of them has */
+static void card_eval(struct mode_wbuf *w, json_t *const *eval, int n_eval)
+{
+    MODE_ASSERT(n_eval <= MODE_PACK_CARD_MAX_EVAL);
+    if (!n_eval) {
+        mode_wbuf_puts(w, "No evaluation given: `mode-pack --card-eval FILE` takes `mode-eval`'s JSON output, and\n"
+                          "`mode-pack --card-update DIR --card-eval FILE` puts it into this card after the fact.\n");
+        return;
+    }
+    mode_wbuf_puts(w, "`mode-eval` (mode-eval(1)), one column per evaluation, named by the model it evaluated:\n\n| |");
+    for (int j = 0; j < n_eval; j++) {
+        const char *name = json_string_value(json_object_get(json_object_get(eval[j], "model"), "name"));
+        mode_wbuf_printf(w, " %s |", name ? name : "?");
+    }
+    mode_wbuf_puts(w, "\n|---|");
+    for (int j = 0; j < n_eval; j++) mode_wbuf_puts(w, "---|");
+    mode_wbuf_putc(w, '\n');
+    /* rows: the whole set, then each modality of the first evaluation that names them */
+    static const struct { const char *sub, *label; char what; } kinds[] = {
+        {"text", "text perplexity", 'p'}, {"answer", "answer perplexity", 'p'}, {"answer", "answer exact match", 'x'}};
+    json_t *mods = json_object_get(json_object_get(eval[0], "metrics"), "by_modality");
+    const char *mod = NULL;
+    void *it = json_is_object(mods) ? json_object_iter(mods) : NULL;
+    for (int pass = 0; pass == 0 || it; pass++) {
+        if (pass > 0) {
+            mod = json_object_iter_key(it);
+            it = json_object_iter_next(mods, it);
+        }
+        for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+            char cells[MODE_PACK_CARD_MAX_EVAL][64];
+            bool any = false;
+            for (int j = 0; j < n_eval; j++) {
+                json_t *sec = json_object_get(eval[j], "metrics");
+                if (mod) sec = json_object_get(json_object_get(sec, "by_modality"), mod);
+                eval_cell(sec, kinds[k].sub, kinds[k].what, cells[j], sizeof cells[j]);
+                any |= cells[j][0] != 0;
+            }
+            if (!any) continue;
+            if (mod) mode_wbuf_printf(w, "| `%s`: %s |", mod, kinds[k].label);
+            else mode_wbuf_printf(w, "| %s |", kinds[k].label);
+            for (int j = 0; j < n_eval; j++) mode_wbuf_printf(w, " %s |", cells[j][0] ? cells[j] : "-");
+            mode_wbuf_putc(w, '\n');
+        }
+    }
+    mode_wbuf_puts(w, "| samples |");
+    for (int j = 0; j < n_eval; j++) {
+        double v;
+        if (num_at(json_object_get(eval[j], "metrics"), "samples", &v)) mode_wbuf_printf(w, " %.0f |", v);
+        else mode_wbuf_puts(w, " - |");
+    }
+    mode_wbuf_puts(w, "\n| weights (fingerprint) |");
+    for (int j = 0; j < n_eval; j++) {
+        const char *h = json_string_value(json_object_get(json_object_get(eval[j], "model"), "weights"));
+        if (h && *h) mode_wbuf_printf(w, " `%.12s` |", h);
+        else mode_wbuf_puts(w, " - |");
+    }
+    mode_wbuf_putc(w, '\n');
+}
+
+int mode_pack_card_write(struct mode_wbuf *w, const struct mode_pack_card *c)
+{
+    const struct mode_text_config *t = c->text;
+    const struct mode_pack_opts *o = c->opts;
+    const int L = t->n_layer, E = t->n_expert;
+    int hist[17] = {0}, moe = 0;
+    double sum = 0;
+    for (int l = 0; l < L; l++) {
+        moe += t->is_moe[l];
+        for (int e = 0; t->is_moe[l] && e < E; e++) hist[c->bits[(size_t)l * E + e]]++, sum += c->bits[(size_t)l * E + e];
+    }
+    const int64_t routed = (int64_t)moe * E;
+    const double avg = routed ? sum / (double)routed : 0;
+    /* the Hugging Face header (https://huggingface.co/docs/hub/model-cards) */
+    mode_wbuf_puts(w, "---\nbase_model:\n- ");
+    yaml_scalar(w, c->base_model);
+    mode_wbuf_puts(w, "\nbase_model_relation: quantized\nlibrary_name: gptqmodel\n");
+    if (c->source_yaml) mode_wbuf_puts(w, c->source_yaml);
+    mode_wbuf_puts(w, "tags:\n- mode\n- gptq\n- mixed-precision\n- moe\n- quantized\n");
+    if (c->model_type && hub_id(c->model_type)) mode_wbuf_printf(w, "- %s\n", c->model_type);
+    mode_wbuf_puts(w, "---\n\n");
+
+    char attn[64] = "kept (16 bits)";
+    if (o->attn_bits) snprintf(attn, sizeof attn, "%d bits, GPTQ", o->attn_bits);
+    mode_wbuf_printf(w, "# %s, routed experts at %.3g bits on average (GPTQ, `%s` allocation by mode)\n\n", c->base_model, avg, c->method);
+    mode_wbuf_printf(w,
+                     "The routed experts of %s quantized with GPTQ by mode's `mode-pack`, each at the width\n"
+                     "`mode-ilp` chose for it; %s\n\n",
+                     c->base_model,
+                     o->attn_bits ? "the text attention's projections with GPTQ too; router, embeddings,\nnorms and the vision tower are as in the original checkpoint."
+                                  : "attention, router, embeddings, norms and\nthe vision tower are as in the original checkpoint.");
+    mode_wbuf_printf(w, "| | |\n|---|---|\n| source model | %s (`%s`) |\n", c->base_model, c->arch ? c->arch : "?");
+    mode_wbuf_printf(w, "| routed experts | %d per MoE layer (top-%d per token), in %d of %d decoder layers: %lld in all |\n", E,
+                     t->n_expert_used, moe, L, (long long)routed);
+    mode_wbuf_printf(w,
+                     "| allocation method | `%s` (mode-ilp) |\n| budget | %s |\n| average bits | %.3f |\n"
+                     "| attention (q/k/v/o_proj) | %s |\n| group size | %d, %s |\n| format | %s |\n"
+                     "| calibration | %d samples, %lld tokens |\n| round-to-nearest fallback | %lld %s |\n\n",
+                     c->method, c->budget, avg, attn, o->group, o->sym ? "symmetric" : "asymmetric", o->gptq_v1 ? "gptq (v1)" : "gptq_v2",
+                     c->n_samples, (long long)c->n_tokens, (long long)c->rtn, experts(c->rtn));
+
+    /* the widths, over all and per layer */
+    mode_wbuf_printf(w, "## Allocation\n\nWidths of the %lld routed experts: ", (long long)routed);
+    int shown = 0;
+    for (int k = 2; k <= 16; k++)
+        if (hist[k]) mode_wbuf_printf(w, "%s%d %s at %d bits", shown++ ? "; " : "", hist[k], experts(hist[k]), k);
+    mode_wbuf_puts(w, ".\n\n| layer |");
+    for (int k = 2; k <= 16; k++)
+        if (hist[k]) mode_wbuf_printf(w, k == 16 ? " 16 (kept) |" : " %d bits |", k);
+    mode_wbuf_puts(w, " average |\n|---|");
+    for (int k = 2; k <= 16; k++)
+        if (hist[k]) mode_wbuf_puts(w, "---|");
+    mode_wbuf_puts(w, "---|\n");
+    for (int l = 0; l < L; l++) {
+        if (!t->is_moe[l]) continue;
+        int h[17] = {0};
+        double s = 0;
+        for (int e = 0; e < E; e++) h[c->bits[(size_t)l * E + e]]++, s += c->bits[(size_t)l * E + e];
+        mode_wbuf_printf(w, "| %d |", l);
+        for (int k = 2; k <= 16; k++)
+            if (hist[k]) mode_wbuf_printf(w, " %d |", h[k]);
+        mode_wbuf_printf(w, " %.3f |\n", E ? s / E : 0);
+    }
+    mode_wbuf_putc(w, '\n');
+    if (c->picture) mode_wbuf_printf(w, "![bit width of every routed expert](%s)\n\n", c->picture);
+    mode_wbuf_puts(w, "`config.json` holds the per-expert widths (`quantization_config.dynamic`, GPTQModel's convention) and\n"
+                      "the allocation with the provenance of its inputs (`mode`).\n\n");
+
+    mode_wbuf_puts(w, "## Evaluation\n\n" MODE_PACK_EVAL_BEGIN "\n");
+    card_eval(w, c->eval, c->n_eval);
+    mode_wbuf_puts(w, MODE_PACK_EVAL_END "\n\n");
+
+    /* loading and serving */
+    mode_wbuf_puts(w, "## Use\n\n"
+                      "With GPTQModel, whose `dynamic` rules give each expert its width (untested here: mode's own\n"
+                      "tests load this checkpoint with `mode-eval`, not with GPTQModel):\n\n"
+                      "```python\nfrom gptqmodel import GPTQModel\n\n"
+                      "model = GPTQModel.load(\"PATH\")  # PATH: this directory, or the Hugging Face id it is published as\n```\n\n"
+                      "## Serving\n\n"
+                      "vLLM's MoE GPTQ kernels take one width per layer, 4 or 8 bits: experts at mixed widths, or at 2\n"
+                      "or 3 bits, cannot be served there. GPTQModel (its torch kernel takes 2, 3, 4 and 8 bits, a width\n"
+                      "per module) and mode's own kernels (`mode-eval --device cuda`) run it.\n");
+    return w->err.code;
+}
+
+int mode_pack_card_update(const char *dir, json_t *const *eval, int n_eval, struct mode_err *err)
+{
+    char path[PATH_MAX + 16];
+    if (snprintf(path, sizeof path, "%s/README.md", dir) >= (int)sizeof path) return mode_err_set(err, MODE_ENOINPUT, "%s: path too long", dir);
+    char *text;
+    size_t len;
+    int rc = mode_read_regular_file(path, MODE_PACK_CARD_MAX, &text, &len, err);
+    if (rc) return rc;
+    /* the section: from the line after the begin marker to the end marker's line */
+    char *b = strstr(text, MODE_PACK_EVAL_BEGIN "\n"), *e = b ? strstr(b, "\n" MODE_PACK_EVAL_END) : NULL;
+    if (!b || !e || memchr(text, 0, len)) {
+        free(text);
+        return mode_err_set(err, MODE_EDATA, "%s: no evaluation section (the lines %s ... %s): not a card mode-pack wrote", path,
+                            MODE_PACK_EVAL_BEGIN, MODE_PACK_EVAL_END);
+    }
+    b += strlen(MODE_PACK_EVAL_BEGIN "\n");
+    e += 1;
+    struct mode_outfile of;
+    struct mode_wbuf w;
+    if ((rc = mode_outfile_open(&of, path, err))) {
+        free(text);
+        return rc;
+    }
+    if ((rc = mode_wbuf_init(&w, of.fd, path, err))) {
+        mode_outfile_abort(&of);
+        free(text);
+        return rc;
+    }
+    mode_wbuf_write(&w, text, (size_t)(b - text));
+    card_eval(&w, eval, n_eval);
+    mode_wbuf_write(&w, e, len - (size_t)(e - text));
+    free(text);
+    if ((rc = mode_wbuf_free(&w, err)) || (rc = mode_outfile_commit(&of, err))) mode_outfile_abort(&of);
+    return rc;
 }

@@ -22,6 +22,8 @@
 
 #include "runtime.h"
 
+#include <jansson.h>
+
 struct mode_pack_opts {
     int group;
     int attn_bits; /* 2, 3, 4, 8: also q/k/v/o_proj of every decoder layer; 0 or 16: left as they are */
@@ -116,5 +118,71 @@ struct mode_pack_side {
 /* Returns new *out (caller frees) of *n entries, sorted by name. MODE_ENOINPUT when the directory
  * cannot be listed. */
 int mode_pack_side_files(const char *model_dir, struct mode_pack_side **out, size_t *n, struct mode_err *err);
+
+/* ---- the checkpoint's description ----------------------------------------------------------- */
+
+/* The damping mode_pack_run's GPTQ adds to the Hessian's diagonal, as a fraction of its mean
+ * (the published GPTQ's, lib/quant.h): GPTQModel's damp_percent. */
+#define MODE_PACK_DAMP 0.01
+
+/* config.json's quantization_config for the routed experts at bits (t->n_layer, t->n_expert),
+ * packed with o: GPTQ's fields (quant_method, bits: the most common width, group_size, sym,
+ * desc_act, checkpoint_format, pack_dtype, lm_head), GPTQModel's `dynamic` rules (per MoE layer
+ * one rule per width naming its experts, 16 bits excluded, and what is left as it was: vision
+ * tower, router, lm_head, the attention unless o->attn_bits), and `meta` as GPTQModel writes it
+ * (quantizer, uri, damp_percent, true_sequential). Returns a new reference; NULL when out of
+ * memory. */
+json_t *mode_pack_quant_config(const struct mode_text_config *t, const int *bits, const struct mode_pack_opts *o);
+
+/* The source model's name for the model card (title, YAML base_model), into buf (size n): config's
+ * `_name_or_path` when it is a Hugging Face id (not a path), else the repository of a Hugging Face
+ * cache snapshot (.../models--ORG--NAME/snapshots/REV: "ORG/NAME"), else the directory's name as
+ * given. Control characters become '?'. config may be NULL. */
+void mode_pack_source_name(const char *model_dir, json_t *config, char *buf, size_t n);
+
+/* The lines of the source model card's YAML header (model_dir/README.md between its "---" lines)
+ * that the quantized model inherits: license, license_name, license_link and pipeline_tag, as
+ * written there, each ending in a newline; "" when there is no README.md or none of these. Returns
+ * new *out (caller frees), or an error naming README.md when it cannot be read or exceeds
+ * MODE_PACK_CARD_MAX. */
+#define MODE_PACK_CARD_MAX ((size_t)16 << 20) /* a model card read whole: the largest known are ~100 kB */
+int mode_pack_source_yaml(const char *model_dir, char **out, struct mode_err *err);
+
+/* mode-eval's JSON output (mode-eval(1)), read for the card: MODE_EDATA when it is not a JSON object
+ * with a "metrics" object. Returns a new reference. */
+#define MODE_PACK_EVAL_MAX ((size_t)16 << 20)    /* a few kB are written: far above */
+#define MODE_PACK_CARD_MAX_EVAL 8                 /* columns of the evaluation table */
+int mode_pack_eval_load(const char *path, json_t **out, struct mode_err *err);
+
+/* What the model card (README.md) says. */
+struct mode_pack_card {
+    const char *base_model;  /* mode_pack_source_name */
+    const char *source_yaml; /* mode_pack_source_yaml, or NULL */
+    const char *arch, *model_type; /* config's architecture and model_type (a tag; NULL: none) */
+    const struct mode_text_config *text;
+    const int *bits;         /* (text->n_layer, text->n_expert) */
+    const struct mode_pack_opts *opts;
+    const char *method, *budget; /* of the allocation (mode-ilp's arguments), "?" when unknown */
+    int n_samples;
+    int64_t n_tokens, rtn;   /* calibration tokens; experts rounded to nearest */
+    const char *picture;     /* the allocation's picture in the checkpoint, or NULL */
+    json_t *const *eval;     /* (n_eval) mode_pack_eval_load */
+    int n_eval;              /* at most MODE_PACK_CARD_MAX_EVAL */
+};
+
+/* Writes the card: a Hugging Face YAML header (base_model, base_model_relation quantized,
+ * library_name gptqmodel, the source's license and pipeline_tag, tags), the title naming the
+ * source model, a table of how it was quantized (its expert count included), the widths per
+ * layer, the picture, the evaluation section (between the lines MODE_PACK_EVAL_BEGIN and
+ * MODE_PACK_EVAL_END: a table of the evaluations, a column each, or a line saying there is none),
+ * how to load it with GPTQModel and where it can be served. Returns w's status. */
+#define MODE_PACK_EVAL_BEGIN "<!-- mode-eval begin -->"
+#define MODE_PACK_EVAL_END "<!-- mode-eval end -->"
+int mode_pack_card_write(struct mode_wbuf *w, const struct mode_pack_card *c);
+
+/* Replaces the evaluation section of the card dir/README.md (written by mode_pack_card_write)
+ * with a table of eval (n_eval, at most MODE_PACK_CARD_MAX_EVAL), atomically. MODE_EDATA when the
+ * card has no such section. */
+int mode_pack_card_update(const char *dir, json_t *const *eval, int n_eval, struct mode_err *err);
 
 #endif

@@ -561,11 +561,23 @@ int mode_st_writer_init(struct mode_st_writer *w, const struct mode_outdir *dir,
     w->max_shard_bytes = max_shard_bytes;
     w->shard = 1;
     w->spill_fd = -1;
-    return open_spill(w, err);
+    /* {"format": "pt"}: what safetensors' torch API writes, and what transformers' loader
+     * checks for */
+    int rc = open_spill(w, err);
+    if (!rc && (rc = mode_st_writer_meta(w, "format", "pt", err))) mode_st_writer_free(w);
+    return rc;
 }
 
 int mode_st_writer_meta(struct mode_st_writer *w, const char *key, const char *value, struct mode_err *err)
 {
+    for (size_t i = 0; i < w->n_meta; i++)
+        if (!strcmp(w->meta[2 * i], key)) {
+            char *v = strdup(value);
+            if (!v) return mode_err_oom(err, strlen(value), "metadata");
+            free(w->meta[2 * i + 1]);
+            w->meta[2 * i + 1] = v;
+            return MODE_OK;
+        }
     char **m = realloc(w->meta, (w->n_meta + 1) * 2 * sizeof *m);
     if (!m) return mode_err_oom(err, (w->n_meta + 1) * 2 * sizeof *m, "metadata");
     w->meta = m;

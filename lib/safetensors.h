@@ -17,7 +17,8 @@
  * Writing: mode_st_writer collects tensors into shards inside a mode_outdir (io.h): each tensor's
  * bytes go to a spill file as they are added (memory stays bounded), and finishing a shard writes
  * header + data in one file (tensors ordered by element size so each stays naturally aligned,
- * contiguous as the format requires). finish() names the shards model-0000i-of-0000N.safetensors
+ * contiguous as the format requires), with __metadata__ {"format": "pt"} and what
+ * mode_st_writer_meta added. finish() names the shards model-0000i-of-0000N.safetensors
  * (+ index) or model.safetensors when there is one, ready for mode_outdir_commit.
  *
  * Ownership: mode_st_file / mode_st_set own their mappings and names; tensors point into them
@@ -129,7 +130,8 @@ struct mode_st_writer {
 
 int mode_st_writer_init(struct mode_st_writer *w, const struct mode_outdir *dir, uint64_t max_shard_bytes,
                         struct mode_err *err);
-/* Adds __metadata__ key = value (copied). */
+/* Adds __metadata__ key = value (copied), or replaces the value of a key given before. Every file
+ * the writer makes holds {"format": "pt"} from init on. */
 int mode_st_writer_meta(struct mode_st_writer *w, const char *key, const char *value, struct mode_err *err);
 /* Copies numel(shape) elements of dtype from data into the current shard. */
 int mode_st_writer_add(struct mode_st_writer *w, const char *name, enum mode_dtype dtype, int ndim,

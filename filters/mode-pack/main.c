@@ -28,7 +28,9 @@
 static const char usage_text[] =
     "usage: mode-pack -m DIR -a ALLOC -o OUTDIR [--group N] [--sym] [--act-order] [--min-tokens N]\n"
     "                 [--fp-inputs] [--attn-bits B] [--shared-bits B] [--format gptq|gptq_v2] [--samples N]\n"
-    "                 [--max-shard-size BYTES] [--resume] [--device cpu|cuda|auto] [--threads N] [SAMPLES]\n"
+    "                 [--max-shard-size BYTES] [--resume] [--device cpu|cuda|auto] [--threads N]\n"
+    "                 [--base-model NAME] [--card-eval FILE]... [SAMPLES]\n"
+    "       mode-pack --card-update DIR [--card-eval FILE]...\n"
     "  -m, --model DIR        the full-precision checkpoint\n"
     "  -a, --alloc FILE       the alloc stream (mode-ilp): each routed expert's width\n"
     "  -o, --output DIR       the packed checkpoint, written atomically (must not exist)\n"
@@ -47,6 +49,10 @@ static const char usage_text[] =
     "      --device D         cpu, cuda (the experts' Hessians and GPTQ in batches, and the forward passes,\n"
     "                         on the GPU) or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads\n"
+    "      --base-model NAME  the source model's name in the model card (default: config.json's\n"
+    "                         _name_or_path, a Hugging Face cache's repository, or DIR's name)\n"
+    "      --card-eval FILE   mode-eval's JSON output, a column of the card's evaluation table (up to 8)\n"
+    "      --card-update DIR  only rewrite the evaluation table of DIR's model card (README.md)\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is the calibration samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-pack(1).\n";
@@ -300,7 +306,8 @@ static void report_removed(void *ctx, const char *path, uint64_t bytes, int errn
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-pack");
-    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED, OPT_DEVICE };
+    enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED, OPT_DEVICE,
+           OPT_BASE, OPT_CARD_EVAL, OPT_CARD_UPDATE };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"alloc", required_argument, 0, 'a'},
         {"output", required_argument, 0, 'o'},      {"group", required_argument, 0, OPT_GROUP},
@@ -310,10 +317,14 @@ int main(int argc, char **argv)
         {"max-shard-size", required_argument, 0, OPT_SHARD}, {"resume", no_argument, 0, OPT_RESUME},
         {"threads", required_argument, 0, OPT_THREADS}, {"attn-bits", required_argument, 0, OPT_ATTN},
         {"shared-bits", required_argument, 0, OPT_SHARED}, {"device", required_argument, 0, OPT_DEVICE},
+        {"base-model", required_argument, 0, OPT_BASE}, {"card-eval", required_argument, 0, OPT_CARD_EVAL},
+        {"card-update", required_argument, 0, OPT_CARD_UPDATE},
         {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},           {0, 0, 0, 0},
     };
-    const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL, *device = NULL;
+    const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL, *device = NULL, *base_model = NULL, *card_update = NULL;
+    const char *eval_path[MODE_PACK_CARD_MAX_EVAL];
+    int n_eval = 0;
     struct mode_pack_opts o = {.group = 128, .min_tokens = 32};
     bool resume = false;
     int64_t n_samples = -1;
@@ -357,6 +368,15 @@ int main(int argc, char **argv)
         case OPT_SHARD: shard = parse_size(optarg); break;
         case OPT_RESUME: resume = true; break;
         case OPT_DEVICE: device = optarg; break;
+        case OPT_BASE:
+            if (!*optarg) mode_die(MODE_EUSAGE, "--base-model: an empty name");
+            base_model = optarg;
+            break;
+        case OPT_CARD_EVAL:
+            if (n_eval == MODE_PACK_CARD_MAX_EVAL) mode_die(MODE_EUSAGE, "--card-eval: at most %d files", MODE_PACK_CARD_MAX_EVAL);
+            eval_path[n_eval++] = optarg;
+            break;
+        case OPT_CARD_UPDATE: card_update = optarg; break;
         case OPT_THREADS:
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
@@ -365,6 +385,18 @@ int main(int argc, char **argv)
         case 'V': printf("mode-pack %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;
         }
+    }
+    /* the evaluations, read before anything else is done: a bad file is said at once */
+    json_t *eval[MODE_PACK_CARD_MAX_EVAL];
+    for (int k = 0; k < n_eval; k++)
+        if (mode_pack_eval_load(eval_path[k], &eval[k], &err)) mode_fail(&err);
+    if (card_update) {
+        if (model_dir || alloc_path || outdir || base_model || optind < argc)
+            mode_die(MODE_EUSAGE, "--card-update DIR takes only --card-eval FILE: the rest of the card stays as it is");
+        if (mode_pack_card_update(card_update, eval, n_eval, &err)) mode_fail(&err);
+        for (int k = 0; k < n_eval; k++) json_decref(eval[k]);
+        mode_cli_close_stdout();
+        return 0;
     }
     if (!model_dir || !alloc_path || !outdir) mode_die(MODE_EUSAGE, "-m DIR, -a ALLOC and -o OUTDIR are required");
     /* OUTDIR without trailing slashes: OUTDIR.resume and OUTDIR.tmp-* are its siblings */
@@ -404,6 +436,11 @@ int main(int argc, char **argv)
     const int L = m.cfg.text.n_layer, E = m.cfg.text.n_expert;
     size_t n_side;
     struct mode_pack_side *side = list_side_files(model_dir, &n_side);
+    char *source_yaml;
+    if (mode_pack_source_yaml(model_dir, &source_yaml, &err)) {
+        mode_warn("%s: the model card does not carry its license", err.msg);
+        source_yaml = NULL;
+    }
     struct mode_stream_reader ar;
     int *bits = read_alloc(alloc_path, &m, &ar);
     for (int l = 0; l < L; l++)
@@ -524,48 +561,13 @@ int main(int argc, char **argv)
     snprintf(cp, sizeof cp, "%s/config.json", model_dir);
     json_t *cfg;
     if (mode_json_load(cp, MODE_CONFIG_MAX_FILE, &cfg, &err)) mode_fail(&err);
-    int hist[17] = {0};
-    for (int l = 0; l < L; l++)
-        for (int e = 0; m.cfg.text.is_moe[l] && e < E; e++) hist[bits[(size_t)l * E + e]]++;
-    int common = 4;
-    for (int k = 2; k <= 16; k++)
-        if (hist[k] > hist[common]) common = k;
-    if (common == 16) common = 4;
-    json_t *qc = json_object();
-    json_object_set_new(qc, "quant_method", json_string("gptq"));
-    json_object_set_new(qc, "bits", json_integer(common));
-    json_object_set_new(qc, "group_size", json_integer(o.group));
-    json_object_set_new(qc, "sym", json_boolean(o.sym));
-    json_object_set_new(qc, "desc_act", json_boolean(o.act_order));
-    json_object_set_new(qc, "checkpoint_format", json_string(o.gptq_v1 ? "gptq" : "gptq_v2"));
-    json_t *dyn = json_object();
-    /* GPTQModel's dynamic rules: per layer, one rule per width listing its experts; everything
-     * that is not a routed expert is excluded */
-    for (int l = 0; l < L; l++) {
-        if (!m.cfg.text.is_moe[l]) continue;
-        for (int bw = 2; bw <= 16; bw++) {
-            char rule[16384];
-            int off = snprintf(rule, sizeof rule, "%s:^model\\.language_model\\.layers\\.%d\\.mlp\\.experts\\.(", bw == 16 ? "-" : "+", l);
-            int cnt = 0;
-            for (int e = 0; e < E && off < (int)sizeof rule - 16; e++)
-                if (bits[(size_t)l * E + e] == bw) off += snprintf(rule + off, sizeof rule - (size_t)off, "%s%d", cnt++ ? "|" : "", e);
-            if (!cnt) continue;
-            snprintf(rule + off, sizeof rule - (size_t)off, ")\\.");
-            json_t *v = json_object();
-            if (bw < 16) json_object_set_new(v, "bits", json_integer(bw));
-            json_object_set_new(dyn, rule, v);
-        }
-    }
-    json_object_set_new(dyn, "-:^model\\.visual\\.", json_object());
-    if (o.attn_bits) {
-        json_t *v = json_object();
-        json_object_set_new(v, "bits", json_integer(o.attn_bits));
-        json_object_set_new(dyn, "+:^model\\.language_model\\.layers\\.\\d+\\.self_attn\\.(q|k|v|o)_proj", v);
-    } else
-        json_object_set_new(dyn, "-:.*\\.self_attn\\.", json_object());
-    json_object_set_new(dyn, "-:.*\\.mlp\\.gate$", json_object());
-    json_object_set_new(dyn, "-:^lm_head", json_object());
-    json_object_set_new(qc, "dynamic", dyn);
+    json_t *qc = mode_pack_quant_config(&m.cfg.text, bits, &o);
+    if (!qc) mode_die(MODE_EUNAVAILABLE, "out of memory");
+    char base[512], model_type[64] = "";
+    if (base_model) snprintf(base, sizeof base, "%s", base_model);
+    else mode_pack_source_name(model_dir, cfg, base, sizeof base);
+    if (json_is_string(json_object_get(cfg, "model_type")))
+        snprintf(model_type, sizeof model_type, "%s", json_string_value(json_object_get(cfg, "model_type")));
     json_object_set_new(cfg, "quantization_config", qc);
     /* the mode section: allocation and provenance */
     json_t *mode = json_object(), *alloc = json_array();
@@ -623,23 +625,19 @@ int main(int argc, char **argv)
     json_decref(cfg);
     copy_side_files(side, n_side, &od);
 
-    /* model card and picture */
+    /* the picture and the model card */
     {
-        struct mode_alloc_result res = {.n_layer = 0, .n_expert = E};
         int moe = 0;
         for (int l = 0; l < L; l++) moe += m.cfg.text.is_moe[l];
         double *v = malloc(sizeof *v * (size_t)moe * E), cv[5] = {2, 3, 4, 8, 16};
         int *names = malloc(sizeof *names * (size_t)moe);
         if (!v || !names) mode_die(MODE_EUNAVAILABLE, "out of memory");
-        double sum = 0;
-        int k = 0;
-        for (int l = 0; l < L; l++) {
+        for (int l = 0, k = 0; l < L; l++) {
             if (!m.cfg.text.is_moe[l]) continue;
             names[k] = l;
-            for (int e = 0; e < E; e++) v[(size_t)k * E + e] = bits[(size_t)l * E + e], sum += bits[(size_t)l * E + e];
+            for (int e = 0; e < E; e++) v[(size_t)k * E + e] = bits[(size_t)l * E + e];
             k++;
         }
-        (void)res;
         const char *labels[5] = {"2 BITS", "3 BITS", "4 BITS", "8 BITS", "16 (KEPT)"};
         struct mode_heatmap_panel panel = {"BIT WIDTH PER EXPERT", v};
         struct mode_heatmap hm = {.title = "MODE-PACK ALLOCATION", .row_label = "LAYER", .col_label = "EXPERT", .rows = moe, .cols = E,
@@ -647,38 +645,26 @@ int main(int argc, char **argv)
         char pp[4400];
         snprintf(pp, sizeof pp, "%s/bits.png", od.tmp);
         if (mode_heatmap_png(&hm, pp, &err)) mode_fail(&err);
-        char card[8192], mdbuf[4096], attn_desc[64] = "kept (16 bits)";
-        if (o.attn_bits) snprintf(attn_desc, sizeof attn_desc, "%d bits, GPTQ", o.attn_bits);
-        snprintf(mdbuf, sizeof mdbuf, "%s", model_dir);
-        size_t ml = strlen(mdbuf);
-        while (ml > 1 && mdbuf[ml - 1] == '/') mdbuf[--ml] = 0;
-        const char *base = strrchr(mdbuf, '/') ? strrchr(mdbuf, '/') + 1 : mdbuf;
+        free(v), free(names);
+    }
+    {
         char method[64] = "?", budget[96] = "?";
         const msgpack_object *args = mode_mp_get(ar.header, "args");
         mode_mp_str_copy(mode_mp_get(args, "method"), method, sizeof method);
         const msgpack_object *ab = mode_mp_get(args, "avg_bits"), *mb = mode_mp_get(args, "max_bytes");
         if (ab && ab->type == MSGPACK_OBJECT_FLOAT64) snprintf(budget, sizeof budget, "average %g bits per routed expert", ab->via.f64);
         else if (mb && mb->type == MSGPACK_OBJECT_FLOAT64) snprintf(budget, sizeof budget, "at most %.0f bytes of routed experts", mb->via.f64);
-        int off = snprintf(card, sizeof card,
-                           "# %s, expert-level mixed precision (MODE)\n\n"
-                           "Routed experts quantized with GPTQ by mode's `mode-pack` at the widths `mode-ilp` chose; %s\n\n"
-                           "| | |\n|---|---|\n| allocation method | `%s` (mode-ilp) |\n| budget | %s |\n| average bits | %.3f |\n"
-                           "| attention (q/k/v/o_proj) | %s |\n"
-                           "| group size | %d, %s |\n| format | %s |\n| calibration | %d samples, %lld tokens |\n| round-to-nearest fallback | %lld experts |\n\n"
-                           "Widths: ",
-                           base,
-                           o.attn_bits ? "the text attention's projections with GPTQ too; router, embeddings, norms\nand the vision tower are as in the original checkpoint."
-                                       : "attention, router,\nembeddings and the vision tower are as in the original checkpoint.",
-                           method, budget, sum / ((double)moe * E), attn_desc, o.group, o.sym ? "symmetric" : "asymmetric",
-                           o.gptq_v1 ? "gptq (v1)" : "gptq_v2", n, (long long)b.n_rows, (long long)st.rtn);
-        for (int kk = 2; kk <= 16; kk++)
-            if (hist[kk]) off += snprintf(card + off, sizeof card - (size_t)off, "%d experts at %d bits; ", hist[kk], kk);
-        snprintf(card + off, sizeof card - (size_t)off,
-                 "\n\n![bit width of every routed expert](bits.png)\n\n"
-                 "`config.json` holds the per-expert widths (`quantization_config.dynamic`, GPTQModel's convention) and\n"
-                 "the allocation with the provenance of its inputs (`mode`).\n");
-        if (mode_outdir_write(&od, "README.md", card, strlen(card), &err)) mode_fail(&err);
-        free(v), free(names);
+        struct mode_pack_card card = {.base_model = base, .source_yaml = source_yaml, .arch = m.cfg.arch_name,
+                                      .model_type = model_type[0] ? model_type : NULL, .text = &m.cfg.text, .bits = bits,
+                                      .opts = &o, .method = method, .budget = budget, .n_samples = n, .n_tokens = b.n_rows, .rtn = st.rtn,
+                                      .picture = "bits.png", .eval = eval, .n_eval = n_eval};
+        char rp[4400];
+        snprintf(rp, sizeof rp, "%s/README.md", od.tmp);
+        struct mode_outfile cf;
+        struct mode_wbuf cw;
+        if (mode_outfile_open(&cf, rp, &err) || mode_wbuf_init(&cw, cf.fd, rp, &err)) mode_fail(&err);
+        if (mode_pack_card_write(&cw, &card)) mode_fail(&cw.err);
+        if (mode_wbuf_free(&cw, &err) || mode_outfile_commit(&cf, &err)) mode_fail(&err);
     }
     if (mode_outdir_commit(&od, &err)) mode_fail(&err);
     mode_cli_tmp_remove(od.tmp);
@@ -694,6 +680,8 @@ int main(int argc, char **argv)
     if (rmdir(r.resume_dir)) mode_warn("%s: not removed: %s", r.resume_dir, strerror(errno));
     close(lock_fd);
     free(side);
+    free(source_yaml);
+    for (int k = 0; k < n_eval; k++) json_decref(eval[k]);
 
     free(bits);
     mode_stream_reader_free(&ar);

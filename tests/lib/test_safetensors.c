@@ -162,7 +162,9 @@ int main(void)
     }
     is_int(diff, 0, "every tensor reads back identical");
     is_int(misaligned, 0, "every tensor is naturally aligned in its file");
-    ok(back.files[0].metadata && strstr(back.files[0].metadata, "\"format\""), "metadata written");
+    int meta_pt = 0;
+    for (size_t i = 0; i < back.n_files; i++) meta_pt += back.files[i].metadata && !strcmp(back.files[i].metadata, "{\"format\":\"pt\"}");
+    is_int(meta_pt, (int)back.n_files, "every shard's __metadata__ is {\"format\":\"pt\"}, given once though set twice");
     mode_st_set_close(&back);
     /* one file when no shard size is given; an existing directory is replaced only when asked */
     is_int(mode_outdir_begin(&d, out, 0, &err), MODE_ECANTCREAT, "existing output refused without replace");
@@ -183,7 +185,20 @@ int main(void)
     is_int(mode_outdir_commit(&d, &err), MODE_OK, "replacing commit");
     ok(mode_st_set_open(&back, out, &err) == MODE_OK && back.n_files == 1 && !back.has_index && back.n_tensors == 1,
        "the replacement is one model.safetensors with one tensor");
+    ok(back.n_files == 1 && back.files[0].metadata && !strcmp(back.files[0].metadata, "{\"format\":\"pt\"}"),
+       "__metadata__ {\"format\":\"pt\"} without asking (regression, issue 24)");
     mode_st_set_close(&back);
+
+    /* __metadata__ is optional on reading: a file without it opens, and one with it keeps it */
+    {
+        struct mode_st_file f;
+        write_st(tmp("nometa.safetensors"), "{\"w\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0);
+        ok(mode_st_open(&f, tmp("nometa.safetensors"), &err) == MODE_OK && !f.metadata && f.n_tensors == 1, "a file without __metadata__ opens");
+        mode_st_close(&f);
+        write_st(tmp("meta.safetensors"), "{\"__metadata__\":{\"format\":\"pt\"},\"w\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, 0);
+        ok(mode_st_open(&f, tmp("meta.safetensors"), &err) == MODE_OK && f.metadata && f.n_tensors == 1, "a file with __metadata__ opens, keeping it");
+        mode_st_close(&f);
+    }
 
     /* corrupt files */
     char shard2[8192];
