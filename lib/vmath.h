@@ -1,14 +1,15 @@
 /* vmath.h — f32 exp and erf over arrays, and the runtime's activations and softmax built on them
  * (lib/ops.c calls these for mode_softmax_ref, mode_swiglu_ref, mode_gelu_tanh_ref and
  * mode_gelu_erf_ref). Range reduction and polynomials in f32, written with GCC vector extensions
- * (4 lanes: one SSE2 register on baseline x86-64, no -march needed), so that the loops run
- * several elements per instruction where glibc's expf/tanhf/erff take one per call.
+ * so that the loops run several elements per instruction where glibc's expf/tanhf/erff take one
+ * per call: 4 lanes (SSE2, any x86-64, no -march needed), or 8 where the CPU has AVX2 (chosen
+ * at the first call; see mode_vmath_path).
  *
  * Every element is computed by the same sequence of f32 operations wherever it sits in the array
- * (a tail shorter than 4 is padded and run through the vector code), without FMA contraction
- * (-std=c11 implies -ffp-contract=off): the result of an element depends on its value only, the
- * same on every x86-64 and for every array length and alignment. Arrays are borrowed; y may be
- * x (in place); nothing allocates, nothing fails.
+ * (a tail is padded and run through the vector code), without FMA: the result of an element
+ * depends on its value only — the same on both paths, on every x86-64 and for every array length
+ * and alignment; a softmax row's sum runs in 4 lanes on both paths, so rows too are the same bits.
+ * Arrays are borrowed; y may be x (in place); nothing allocates, nothing fails.
  *
  * Accuracy, against libm in double (exp, erf, erfc) taken as exact; ulp = the f32 unit in the last
  * place of the exact value (2^(e−23) for a value in [2^e, 2^(e+1)), 2^-149 below FLT_MIN); u =
@@ -43,6 +44,7 @@
 #ifndef MODE_VMATH_H
 #define MODE_VMATH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* The bounds stated above, which test_vmath asserts; each a little above the worst measured,
@@ -67,6 +69,13 @@
  * reciprocal and the product ≤ 1u each: 6.5; plus the sum's own, ≤ 1u per addition on its
  * longest path: ceil(d/4) − 1 along a lane and 2 pairwise levels */
 #define MODE_VSOFTMAX_REL_U 6.5
+
+/* The path the loops take, "avx2" or "sse2": AVX2 where the CPU has it, unless MODE_VMATH=sse2 is
+ * in the environment (read at the first call) or mode_vmath_force_sse2(true) was called. */
+const char *mode_vmath_path(void);
+/* Tests and benchmarks: the SSE2 path whatever the CPU (true), or the choice above again (false).
+ * The results are the same bits either way; only the time differs. */
+void mode_vmath_force_sse2(bool on);
 
 /* y = exp(x), n elements. */
 void mode_vexp(const float *x, float *y, int64_t n);

@@ -441,10 +441,61 @@ static void softmax_scaled_case(void)
              "every seen, NaNs, scales 1/8..1e30, 0, -0.5)", cases, D);
 }
 
+/* the AVX2 and SSE2 paths give the same bits: every 4099th f32 through each loop, and softmax rows
+ * of every length up to 40 and every seen, with −inf, NaN and scales */
+static void paths_agree(void)
+{
+    if (strcmp(mode_vmath_path(), "avx2")) {
+        ok(1, "both paths agree # SKIP only the SSE2 path runs here (no AVX2, or MODE_VMATH=sse2)");
+        return;
+    }
+    enum { N = 1047824 }; /* 2^32 / 4099 */
+    float *x = malloc(N * sizeof *x), *u = malloc(N * sizeof *u), *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b);
+    for (int i = 0; i < N; i++) x[i] = bits_f((uint32_t)i * 4099u), u[i] = bits_f((uint32_t)(N - 1 - i) * 4099u);
+    int bad = 0;
+    for (int op = 0; op < 5; op++)
+        for (int force = 0; force <= 1; force++) {
+            float *y = force ? b : a;
+            mode_vmath_force_sse2(force);
+            if (op == 2 || op == 3) memcpy(y, x, N * sizeof *y);
+            if (op == 0) mode_vexp(x, y, N);
+            if (op == 1) mode_verf(x, y, N);
+            if (op == 2) mode_vgelu_tanh(y, N);
+            if (op == 3) mode_vgelu_erf(y, N);
+            if (op == 4) mode_vsilu_mul(x, u, y, N);
+            if (force)
+                for (int i = 0; i < N; i++)
+                    if (!same_bits(a[i], b[i]) && !bad++)
+                        diag("op %d, x = %a: avx2 %a, sse2 %a", op, (double)x[i], (double)a[i], (double)b[i]);
+        }
+    int rows = 0;
+    for (int64_t d = 1; d <= 40; d++)
+        for (int64_t seen = 0; seen <= d; seen++, rows++) {
+            float r[40], ra[40], rb[40];
+            for (int64_t j = 0; j < d; j++) r[j] = frand(-20, 20);
+            if (seen % 5 == 1) r[seen / 2] = -INFINITY;
+            if (d > 30 && seen == 7) r[3] = NAN;
+            const float scale = seen % 3 ? 0.125f : 3.0f;
+            memcpy(ra, r, sizeof r), memcpy(rb, r, sizeof r);
+            mode_vmath_force_sse2(false);
+            mode_vsoftmax_row_scaled(ra, d, seen, scale);
+            mode_vmath_force_sse2(true);
+            mode_vsoftmax_row_scaled(rb, d, seen, scale);
+            for (int64_t j = 0; j < d; j++)
+                if (!same_bits(ra[j], rb[j]) && !bad++)
+                    diag("softmax d %lld seen %lld col %lld: avx2 %a, sse2 %a", (long long)d, (long long)seen, (long long)j, (double)ra[j],
+                         (double)rb[j]);
+        }
+    mode_vmath_force_sse2(false);
+    ok(!bad, "the AVX2 and SSE2 paths give the same bits (%d inputs through each of 5 loops, %d softmax rows; %d differ)", N, rows, bad);
+    free(x), free(u), free(a), free(b);
+}
+
 int main(int argc, char **argv)
 {
     const int all = argc > 1 && !strcmp(argv[1], "--all");
     tap_seed(20261207);
+    diag("vmath path: %s", mode_vmath_path());
     exp_specials();
     test_exp(all);
     test_erf(all);
@@ -456,5 +507,6 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) softmax_case(ds[i]);
     softmax_specials();
     softmax_scaled_case();
+    paths_agree();
     return tap_done();
 }
