@@ -1,10 +1,11 @@
 /* attn.c — the attention of the runtime on the CPU (attn.h): per segment, head and block of query
- * rows, the scores by one OpenBLAS product, scale, mask and softmax in f32, the output by a
- * second product. The runtime's text and vision attention and the reference of
- * kernels/attn.cu. */
+ * rows, the scores by one OpenBLAS product, scale, mask and softmax in f32 (one vectorised pass
+ * per row, vmath.h), the output by a second product. The runtime's text and vision attention and
+ * the reference of kernels/attn.cu. */
 #include "attn.h"
 
 #include "ops.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -67,13 +68,12 @@ int mode_attention_ref_block(const struct mode_attn_shape *a, const float *q, co
             for (int64_t b0 = 0; b0 < n; b0 += block) {
                 const int64_t nb = n - b0 < block ? n - b0 : block, nk = a->causal ? b0 + nb : n;
                 mode_gemm(nb, nk, hd, qh + b0 * a->ld_q, a->ld_q, kh, a->ld_k, true, 0.0f, sc, nk);
+                /* scale, the causal mask and softmax (mode_softmax_ref's arithmetic) in one
+                 * call per row, the masked columns skipped */
                 for (int64_t r = 0; r < nb; r++) {
-                    float *row = sc + r * nk;
                     const int64_t seen = a->causal ? b0 + r + 1 : nk; /* columns row b0 + r attends to */
-                    for (int64_t c = 0; c < seen; c++) row[c] *= a->scale;
-                    for (int64_t c = seen; c < nk; c++) row[c] = -INFINITY;
+                    mode_vsoftmax_row_scaled(sc + r * nk, nk, seen, a->scale);
                 }
-                mode_softmax_ref(sc, nb, nk);
                 if (sel)
                     for (int64_t r = 0; r < nb; r++) {
                         if (!sel[r0 + b0 + r]) continue;

@@ -29,8 +29,8 @@ extern "C" {
 /* o = softmax(scores) · v per segment and head, in f32 as the runtime computes it: per head,
  * query rows in blocks of `block`; each block's scores (block, keys) by one mode_gemm (q · kᵀ),
  * then multiplied by scale, the causal mask (-inf for key c > row r of the segment) applied,
- * mode_softmax_ref (row maximum subtracted), and o by one mode_gemm (p · v). The keys of a block
- * are those up to its last row when causal, all the segment's otherwise. The block size only
+ * mode_softmax_ref (row maximum subtracted) — the three by mode_vsoftmax_row_scaled, one call
+ * per row, the same bits —, and o by one mode_gemm (p · v). The keys of a block are those up to its last row when causal, all the segment's otherwise. The block size only
  * changes the shapes of the products (so the rounding of OpenBLAS), never the mathematics; the
  * runtime passes its attn_block so that its results stay what they were.
  *

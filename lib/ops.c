@@ -1,6 +1,8 @@
 /* ops.c — CPU f32 operations of the runtime, the references of the CUDA kernels (ops.h). */
 #include "ops.h"
 
+#include "vmath.h"
+
 #include "../kernels/mode_cuda.h"
 
 #include <cblas.h>
@@ -135,46 +137,17 @@ void mode_layernorm_ref(const float *x, const float *w, const float *b, float ep
 
 void mode_softmax_ref(float *x, int64_t n, int64_t d)
 {
-    for (int64_t i = 0; i < n; i++) {
-        float *xi = x + i * d;
-        float mx = -INFINITY;
-        for (int64_t j = 0; j < d; j++) mx = xi[j] > mx ? xi[j] : mx;
-        if (mx == -INFINITY) { /* a row with nothing to attend to: all zero (never in a causal row) */
-            memset(xi, 0, (size_t)d * sizeof *xi);
-            continue;
-        }
-        float s = 0;
-        for (int64_t j = 0; j < d; j++) {
-            xi[j] = expf(xi[j] - mx);
-            s += xi[j];
-        }
-        float inv = 1.0f / s;
-        for (int64_t j = 0; j < d; j++) xi[j] *= inv;
-    }
+    for (int64_t i = 0; i < n; i++) mode_vsoftmax_row(x + i * d, d);
 }
 
 void mode_swiglu_ref(const float *x, int64_t n, int64_t f, float *y)
 {
-    for (int64_t i = 0; i < n; i++) {
-        const float *g = x + i * 2 * f, *u = g + f;
-        float *yi = y + i * f;
-        for (int64_t j = 0; j < f; j++) yi[j] = g[j] / (1.0f + expf(-g[j])) * u[j];
-    }
+    for (int64_t i = 0; i < n; i++) mode_vsilu_mul(x + i * 2 * f, x + i * 2 * f + f, y + i * f, f);
 }
 
-void mode_gelu_tanh_ref(float *x, int64_t n)
-{
-    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (int64_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(k * (v + 0.044715f * v * v * v)));
-    }
-}
+void mode_gelu_tanh_ref(float *x, int64_t n) { mode_vgelu_tanh(x, n); }
 
-void mode_gelu_erf_ref(float *x, int64_t n)
-{
-    for (int64_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
-}
+void mode_gelu_erf_ref(float *x, int64_t n) { mode_vgelu_erf(x, n); }
 
 void mode_add_bias_ref(float *y, const float *b, int64_t n, int64_t d)
 {
