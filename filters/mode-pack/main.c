@@ -53,6 +53,8 @@ static const char usage_text[] =
     "                         _name_or_path, a Hugging Face cache's repository, or DIR's name)\n"
     "      --card-eval FILE   mode-eval's JSON output, a column of the card's evaluation table (up to 8)\n"
     "      --card-update DIR  only rewrite the evaluation table of DIR's model card (README.md)\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is the calibration samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-pack(1).\n";
@@ -192,12 +194,9 @@ fail:
 static void progress(void *ctx, int layer, int expert, int n_expert)
 {
     struct run *r = ctx;
-    if (!isatty(2)) return;
     const int L = r->m->cfg.text.n_layer;
-    const double done = layer + (double)expert / n_expert, el = difftime(time(NULL), r->t0);
-    fprintf(stderr, "\rmode-pack: layer %d/%d, expert %d/%d, %.0f s, ETA %.0f s   ", layer + 1, L, expert, n_expert, el,
-            done > 0 ? el * (L - done) / done : 0);
-    if (layer == L - 1 && expert == n_expert) fputc('\n', stderr);
+    const double done = layer + (double)expert / n_expert;
+    mode_progressf(done / L, layer == L - 1 && expert == n_expert, "layer %d/%d, expert %d/%d", layer + 1, L, expert, n_expert);
 }
 
 static uint64_t parse_size(const char *s)
@@ -307,7 +306,7 @@ int main(int argc, char **argv)
 {
     mode_cli_init("mode-pack");
     enum { OPT_GROUP = 256, OPT_SYM, OPT_ACT, OPT_MINTOK, OPT_FP, OPT_FORMAT, OPT_SAMPLES, OPT_SHARD, OPT_RESUME, OPT_THREADS, OPT_ATTN, OPT_SHARED, OPT_DEVICE,
-           OPT_BASE, OPT_CARD_EVAL, OPT_CARD_UPDATE };
+           OPT_BASE, OPT_CARD_EVAL, OPT_CARD_UPDATE, OPT_PROGRESS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},       {"alloc", required_argument, 0, 'a'},
         {"output", required_argument, 0, 'o'},      {"group", required_argument, 0, OPT_GROUP},
@@ -319,7 +318,7 @@ int main(int argc, char **argv)
         {"shared-bits", required_argument, 0, OPT_SHARED}, {"device", required_argument, 0, OPT_DEVICE},
         {"base-model", required_argument, 0, OPT_BASE}, {"card-eval", required_argument, 0, OPT_CARD_EVAL},
         {"card-update", required_argument, 0, OPT_CARD_UPDATE},
-        {"help", no_argument, 0, 'h'},
+        {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},           {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *alloc_path = NULL, *outdir = NULL, *device = NULL, *base_model = NULL, *card_update = NULL;
@@ -381,6 +380,7 @@ int main(int argc, char **argv)
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
             break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-pack %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;

@@ -37,6 +37,8 @@ static const char usage_text[] =
     "      --device D         cpu, cuda (the MoE layers' forward passes on the GPU)\n"
     "                         or auto (default: cuda when usable)\n"
     "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
+    "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
     "SAMPLES is a samples stream (default: stdin). Exit: 0 ok, 64 usage, 65 bad data,\n"
     "66 missing input, 69 out of memory, 73 cannot create output, 74 I/O error. See mode-sensitivity(1).\n";
@@ -159,18 +161,13 @@ static double t_start;
 static void progress(void *ctx, int64_t done, int64_t total)
 {
     (void)ctx;
-    if (!isatty(2) || total <= 0) return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    const double el = (double)ts.tv_sec + 1e-9 * ts.tv_nsec - t_start, eta = done > 0 ? el * (double)(total - done) / (double)done : 0;
-    fprintf(stderr, "\rmode-sensitivity: %lld/%lld measurements, %.0f s, ETA %.0f s   ", (long long)done, (long long)total, el, eta);
-    if (done >= total) fputc('\n', stderr);
+    if (total > 0) mode_progress("measurements", (uint64_t)done, (uint64_t)total);
 }
 
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-sensitivity");
-    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS, OPT_DEVICE };
+    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"metric", required_argument, 0, OPT_METRIC},  {"bits", required_argument, 0, OPT_BITS},
@@ -179,7 +176,7 @@ int main(int argc, char **argv)
         {"vision-tokens", required_argument, 0, OPT_VIS}, {"keep", required_argument, 0, OPT_KEEP},
         {"all", no_argument, 0, OPT_ALL},              {"samples", required_argument, 0, OPT_SAMPLES},
         {"layers", required_argument, 0, OPT_LAYERS},  {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE},
-        {"help", no_argument, 0, 'h'},                 {"version", no_argument, 0, 'V'},
+        {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},                 {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *keep_path = NULL;
@@ -246,6 +243,7 @@ int main(int argc, char **argv)
             threads = strtol(optarg, &end, 10);
             if (*end || threads < 1 || threads > 1024) mode_die(MODE_EUSAGE, "--threads: '%s' is not in 1..1024", optarg);
             break;
+        case OPT_PROGRESS: mode_cli_progress(optarg); break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-sensitivity %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;

@@ -31,6 +31,14 @@ n=$(grep -c "mode-eval: .* tokens/s; samples" "$T/err")
 ok=no; [ "$n" -ge 12 ] && ok=yes
 is "$ok" yes "MODE_PROGRESS_SECONDS=0.001: a line per batch of one sample ($n lines for 12)"
 
+run mode-sensitivity --progress log --metric layer --layers 0 -m "$M" -o "$T/sens.ms" "$T/s.ms"
+has "$T/err" "mode-sensitivity: measurements " "mode-sensitivity --progress log"
+has "$T/err" "(100%), " "... to the end"
+mode-ilp --method uniform --avg-bits 4 -m "$M" -o "$T/u4.ms"
+run mode-pack --progress log -m "$M" -a "$T/u4.ms" -o "$T/pk" "$T/s.ms"
+has "$T/err" "mode-pack: layer 1/4, expert " "mode-pack --progress log"
+has "$T/err" "mode-pack: layer 4/4, expert 16/16, " "... to the last expert"
+
 run mode-eval --progress sometimes -m "$M" "$T/s.ms"
 is "$rc" 64 "a bad --progress: exit 64"
 has "$T/err" "mode-eval: --progress: 'sometimes' is not auto, tty, log or off" "... naming the value"
