@@ -8,11 +8,12 @@
  * launches nothing) and checks the launch. Row operations give a row to a warp when it has at most
  * ROW_WARP_MAX elements (q/k norms over a 128-wide head, the router) and to a 256-thread block
  * otherwise (the hidden state), reductions in f32 through warp shuffles; rows and elements are
- * covered by grid-stride loops, so any int64 count fits the grid. The arithmetic is the
- * reference's expression by expression (1/sqrtf, not rsqrtf; expf, tanhf, erff, sinf/cosf
- * without fast-math): only the order of the reductions and the last ulps of the CUDA math library
- * (≤ 2 ulp for expf, tanhf, erff, sinf, cosf) and FMA contraction differ. Adds, the bias, the
- * bf16 rounding and the MRoPE angles are exact and equal the reference bit for bit.
+ * covered by grid-stride loops, so any int64 count fits the grid. The arithmetic follows the
+ * reference (1/sqrtf, not rsqrtf; no fast-math) with the CUDA math library's expf, tanhf, erff,
+ * sinf/cosf (≤ 2 ulp); the CPU reference computes exp and erf with lib/vmath.c's polynomials
+ * (≤ 1.05 and 1.27 ulp) and gelu-tanh as x·σ(2z), the same function: so the last ulps of those,
+ * the order of the reductions and FMA contraction differ. Adds, the bias, the bf16 rounding and
+ * the MRoPE angles are exact and equal the reference bit for bit.
  *
  * Memory-bound, every one: bytes per op at realistic shapes are in kernels/NOTES.md. */
 #include "common.cuh"

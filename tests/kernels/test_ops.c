@@ -19,12 +19,13 @@
  *   right and its rounding error grows like √d·u (random signs; the largest seen was 1.7·√d·u,
  *   softmax of 16384 values spread over e^16, 1.3e-5; Σx² of uniform data 0.9·√d·u), the GPU's
  *   tree sum is far closer to exact, and the error is common to the whole row (one
- *   denominator); about 5x the largest seen, plus 16u for the elementwise tail (expf's ≤ 2 ulp
- *   on the GPU against glibc's ≤ 1, the division, FMA contraction). LayerNorm's atol_i = reduce_rtol(d)·(|w|·(|mean|·r
+ *   denominator); about 5x the largest seen, plus 16u for the elementwise tail (CUDA expf's ≤ 2 ulp
+ *   on the GPU against the reference's ≤ 1.05, lib/vmath.c, the division, FMA contraction). LayerNorm's atol_i = reduce_rtol(d)·(|w|·(|mean|·r
  *   + |x̂|) + |b|): the mean's error is relative to |mean|, so after the subtraction it is an
  *   absolute error of x̂ = (x − mean)·r (r = 1/sqrt(var + eps)); the data has |mean|·r up to ~5.
  *   Softmax's atol = FLT_MIN: below the normal range exp's error is absolute.
- * - ELEM_RTOL = 16u for SwiGLU (expf ≤ 2 ulp against ≤ 1, then a division and a product:
+ * - ELEM_RTOL = 16u for SwiGLU (CUDA expf ≤ 2 ulp against the reference's ≤ 1.05, then a
+ *   division and a product:
  *   ≤ ~5u), with atol FLT_MIN; GELU's atol_i = ELEM_RTOL·|x_i| as well: 1 + tanh(z) (or
  *   1 + erf(z)) cancels for negative x, where the ≤ 2.5 ulp error of tanhf/erff (absolute,
  *   ~2.5u since |tanh| < 1) times 0.5·|x| is absolute, not relative to the tiny result.
