@@ -1,9 +1,17 @@
-/* arena.c — scratch memory kept across calls (arena.h): the runtime's per-layer buffers. */
+/* arena.c — scratch memory kept across calls (arena.h): the runtime's per-layer buffers.
+ *
+ * The block comes from malloc, a quarter larger than the peak: at the first reset it takes the
+ * place of the extras the first call used, freed just before (pages already touched), and the
+ * headroom (never touched, when the calls do not need it) spares a new block, its faults and the
+ * old block's hole in the heap, each time a call needs a little more than the previous ones (a
+ * layer's busiest expert takes more or fewer tokens). A block above glibc's mmap threshold is a
+ * mapping of its own, given back to the system when replaced. */
 #include "arena.h"
 
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* an extra block: this header, padded to the alignment, then the buffer */
 struct mode_arena_extra {
@@ -34,12 +42,13 @@ void mode_arena_reset(struct mode_arena *a)
 {
     free_extras(a, NULL);
     if (a->peak > a->cap) {
-        char *p = aligned_alloc(MODE_ARENA_ALIGN, a->peak); /* peak is a multiple of the alignment */
-        if (p) {
-            free(a->base);
-            a->base = p, a->cap = a->peak;
-            a->n_block++;
-        }
+        /* a quarter more than the peak, whole pages (so a multiple of the alignment); the old
+         * block freed first, so that malloc may put the new one where it and the extras were */
+        const size_t page = (size_t)sysconf(_SC_PAGESIZE), n = (a->peak + a->peak / 4 + page - 1) / page * page;
+        free(a->base);
+        a->base = aligned_alloc(MODE_ARENA_ALIGN, n);
+        a->cap = a->base ? n : 0;
+        a->n_block += a->base != NULL;
     }
     a->used = a->held = a->peak = 0;
 }

@@ -5,15 +5,15 @@
  * and live for one call; malloc'ed and freed per call, glibc serves those above its mmap
  * threshold (128 KiB, raised up to 32 MiB by what was freed before) with a fresh mmap each time,
  * and every page of it faults again — per layer, per re-run of a layer. An arena kept by its
- * owner maps its memory once.
+ * owner allocates its memory once (again only when a call needs more).
  *
  * Use: mode_arena_reset() at the start of each call of the owner (everything handed out before
  * goes back); mode_arena_alloc()/mode_arena_calloc() for each buffer; mode_arena_mark() and
  * mode_arena_release() around a loop inside the call whose buffers do not outlive an iteration.
  * A request the block has no room for gets a block of its own (malloc), given back by the
- * release or reset that covers it; the next reset replaces the block with one as large as the
- * most the arena held at once since the previous reset, so the same work run again allocates
- * nothing. The block never shrinks (mode_arena_free gives it back).
+ * release or reset that covers it; the next reset replaces the block with one a quarter larger
+ * than the most the arena held at once since the previous reset, so the same work run again
+ * allocates nothing. The block never shrinks (mode_arena_free gives it back).
  *
  * Ownership: the arena owns every buffer it hands out; one lives until the reset or release that
  * covers it. Buffers are aligned to MODE_ARENA_ALIGN bytes. Not thread-safe (one owner).
@@ -48,8 +48,8 @@ struct mode_arena_mark {
 
 void mode_arena_init(struct mode_arena *a);
 void mode_arena_free(struct mode_arena *a);
-/* Gives back every buffer; grows the block to the peak since the last reset when that is larger
- * (if that allocation fails, the block stays as it was and requests go on to the extras). */
+/* Gives back every buffer; grows the block past the peak since the last reset when that is larger
+ * (if that allocation fails, the arena has no block and requests go to extras). */
 void mode_arena_reset(struct mode_arena *a);
 /* n bytes, uninitialised */
 void *mode_arena_alloc(struct mode_arena *a, size_t n, struct mode_err *err, const char *what);
