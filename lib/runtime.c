@@ -34,6 +34,25 @@ static float *to_f32(const struct mode_st_tensor *t, struct mode_err *err)
     return p;
 }
 
+/* The same in the call's scratch (every element written by the conversion). */
+static float *scratch_f32(struct mode_arena *a, const struct mode_st_tensor *t, struct mode_err *err)
+{
+    if (!t) return NULL;
+    float *p = mode_arena_alloc(a, sizeof *p * (size_t)t->numel, err, t->name);
+    return p && mode_st_to_f32(t, p, err) ? NULL : p;
+}
+
+/* n floats of the call's scratch: zeroed (as calloc) or, where every element is written before
+ * it is read, left as they are */
+static float *scratch_zero(struct mode_arena *a, int64_t n, struct mode_err *err, const char *what)
+{
+    return mode_arena_calloc(a, (size_t)n, sizeof(float), err, what);
+}
+static float *scratch_raw(struct mode_arena *a, int64_t n, struct mode_err *err, const char *what)
+{
+    return mode_arena_alloc(a, sizeof(float) * (size_t)n, err, what);
+}
+
 /* rotary inverse frequencies as torch computes them in f32: 1 / base^(2j/dim) */
 static float *inv_freqs(double base, int dim, struct mode_err *err)
 {
@@ -82,6 +101,7 @@ void mode_rt_free(struct mode_rt *rt)
     free(rt->vis_inv_freq);
     free(rt->lm_head);
     free(rt->out_norm);
+    mode_arena_free(&rt->scratch);
     memset(rt, 0, sizeof *rt);
 }
 
@@ -240,35 +260,27 @@ struct vis_block {
     float *n1w, *n1b, *qkv, *qkvb, *proj, *projb, *n2w, *n2b, *fc1, *fc1b, *fc2, *fc2b;
 };
 
-static void vis_block_free(struct vis_block *w)
-{
-    float **p = &w->n1w;
-    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
-    memset(w, 0, sizeof *w);
-}
-
-static int vis_block_load(const struct mode_vblock_w *t, struct vis_block *w, struct mode_err *err)
+/* a block's weights in f32, in the scratch a (given back by the caller) */
+static int vis_block_load(struct mode_arena *a, const struct mode_vblock_w *t, struct vis_block *w, struct mode_err *err)
 {
     const struct mode_st_tensor *src[] = {t->norm1_w, t->norm1_b, t->qkv_w, t->qkv_b, t->proj_w, t->proj_b,
                                           t->norm2_w, t->norm2_b, t->fc1_w, t->fc1_b, t->fc2_w, t->fc2_b};
     float **dst = &w->n1w;
     for (size_t i = 0; i < sizeof src / sizeof *src; i++)
-        if (!(dst[i] = to_f32(src[i], err))) {
-            vis_block_free(w);
-            return err->code;
-        }
+        if (!(dst[i] = scratch_f32(a, src[i], err))) return err->code;
     return MODE_OK;
 }
 
 /* out (n/m2, out_embd) = fc2(gelu(fc1(norm(x) regrouped by merge windows))) */
-static int merger(const struct mode_merger_w *t, bool postshuffle, const float *x, int64_t n, int E, int m2, float *out,
-                  struct mode_err *err)
+static int merger(struct mode_arena *a, const struct mode_merger_w *t, bool postshuffle, const float *x, int64_t n, int E, int m2,
+                  float *out, struct mode_err *err)
 {
     int64_t hm = (int64_t)E * m2, rows = n / m2;
     int out_d = (int)t->fc2_w->shape[0];
-    float *nw = to_f32(t->norm_w, err), *nb = to_f32(t->norm_b, err), *f1 = to_f32(t->fc1_w, err),
-          *f1b = to_f32(t->fc1_b, err), *f2 = to_f32(t->fc2_w, err), *f2b = to_f32(t->fc2_b, err);
-    float *xn = xcalloc((size_t)(n * E), sizeof *xn, err, "merger"), *mid = xcalloc((size_t)(rows * hm), sizeof *mid, err, "merger");
+    const struct mode_arena_mark mark = mode_arena_mark(a);
+    float *nw = scratch_f32(a, t->norm_w, err), *nb = scratch_f32(a, t->norm_b, err), *f1 = scratch_f32(a, t->fc1_w, err),
+          *f1b = scratch_f32(a, t->fc1_b, err), *f2 = scratch_f32(a, t->fc2_w, err), *f2b = scratch_f32(a, t->fc2_b, err);
+    float *xn = scratch_zero(a, n * E, err, "merger"), *mid = scratch_zero(a, rows * hm, err, "merger");
     int rc = MODE_OK;
     if (!nw || !nb || !f1 || !f1b || !f2 || !f2b || !xn || !mid) rc = err->code ? err->code : MODE_EUNAVAILABLE;
     if (!rc) {
@@ -281,7 +293,7 @@ static int merger(const struct mode_merger_w *t, bool postshuffle, const float *
         mode_gemm(rows, out_d, hm, mid, hm, f2, hm, true, 0.0f, out, out_d);
         mode_add_bias_ref(out, f2b, rows, out_d);
     }
-    free(nw), free(nb), free(f1), free(f1b), free(f2), free(f2b), free(xn), free(mid);
+    mode_arena_release(a, mark);
     return rc;
 }
 
@@ -313,10 +325,9 @@ static void add_pos_embed(const float *table, int side, const int64_t *grid, int
         }
 }
 
-int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err *err)
+/* The tower over every image of the batch, its scratch in ar. */
+static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena *ar, struct mode_err *err)
 {
-    if (b->vision_done) return MODE_OK;
-    b->vision_done = true;
     const struct mode_model *m = rt->m;
     const struct mode_vision_config *v = &m->cfg.vision;
     const int E = v->n_embd, H = v->n_head, hd = E / H, m2 = v->merge_size * v->merge_size, D = m->cfg.text.n_embd;
@@ -329,36 +340,37 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     }
     if (P == 0) return MODE_OK;
     int rc = MODE_OK;
-    float *x = xcalloc((size_t)(P * E), sizeof *x, err, "vision activations");
+    float *x = scratch_zero(ar, P * E, err, "vision activations");
     /* the blocks' scratch (mode_vision_block_ref) */
-    float *vw = xcalloc((size_t)(P * (5 * E + v->n_ff)), sizeof *vw, err, "vision activations");
-    float *ang = xcalloc((size_t)(P * hd / 2), sizeof *ang, err, "vision rotary");
-    float *ds = xcalloc((size_t)(v->n_deepstack * (P / m2) * D + 1), sizeof *ds, err, "deepstack");
-    float *embeds = xcalloc((size_t)((P / m2) * D), sizeof *embeds, err, "image embeddings");
-    float *pw = to_f32(m->patch_w, err), *pb = to_f32(m->patch_b, err), *table = to_f32(m->pos_embd, err);
-    int64_t n_frame = 0;
-    for (int i = 0; i < b->n_image; i++) n_frame += b->image[i].data.grid[0];
-    int64_t *seg = n_frame < INT_MAX ? xcalloc((size_t)n_frame + 1, sizeof *seg, err, "vision attention") : NULL;
-    if (!seg && !err->code) mode_err_set(err, MODE_EDATA, "%lld image frames in one batch: at most %d", (long long)n_frame, INT_MAX - 1);
-    if (!seg || !x || !vw || !ang || !ds || !embeds || !pw || !pb || !table) {
-        rc = err->code ? err->code : MODE_EUNAVAILABLE;
-        goto out;
+    float *vw = scratch_zero(ar, P * (5 * E + v->n_ff), err, "vision activations");
+    float *ang = scratch_zero(ar, P * hd / 2, err, "vision rotary");
+    float *ds = scratch_zero(ar, v->n_deepstack * (P / m2) * D + 1, err, "deepstack");
+    float *embeds = scratch_zero(ar, (P / m2) * D, err, "image embeddings");
+    int64_t n_frame = 0, most = 0;
+    for (int i = 0; i < b->n_image; i++) {
+        const int64_t *g = b->image[i].data.grid;
+        n_frame += g[0];
+        most = g[0] * g[1] * g[2] > most ? g[0] * g[1] * g[2] : most;
     }
+    int64_t *seg = n_frame < INT_MAX ? mode_arena_calloc(ar, (size_t)n_frame + 1, sizeof *seg, err, "vision attention") : NULL;
+    if (!seg && !err->code) mode_err_set(err, MODE_EDATA, "%lld image frames in one batch: at most %d", (long long)n_frame, INT_MAX - 1);
+    if (!seg || !x || !vw || !ang || !ds || !embeds) return err->code ? err->code : MODE_EUNAVAILABLE;
     /* patch embedding: Conv3d with kernel = stride = (T, P, P) is one matmul per patch; the f32
-     * patches of one image at a time */
+     * patches of one image at a time, in one buffer for the largest */
+    const struct mode_arena_mark embed_mark = mode_arena_mark(ar);
+    float *pw = scratch_f32(ar, m->patch_w, err), *pb = scratch_f32(ar, m->patch_b, err), *table = scratch_f32(ar, m->pos_embd, err);
+    float *patches = scratch_zero(ar, most * pd, err, "image patches");
+    if (!pw || !pb || !table || !patches) return err->code ? err->code : MODE_EUNAVAILABLE;
     int64_t off = 0;
     for (int i = 0; i < b->n_image && !rc; i++) {
         struct mode_rt_image *im = &b->image[i];
         const int64_t *grid = im->data.grid;
         int64_t np = grid[0] * grid[1] * grid[2];
-        float *patches = xcalloc((size_t)(np * pd), sizeof *patches, err, "image patches");
-        if (!patches || (rc = mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, err))) {
-            free(patches);
+        if ((rc = mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, err))) {
             rc = err->code ? err->code : MODE_EUNAVAILABLE;
             break;
         }
         mode_gemm(np, E, pd, patches, pd, pw, pd, true, 0.0f, x + off * E, E);
-        free(patches);
         free_image_copy(&im->data);
         mode_add_bias_ref(x + off * E, pb, np, E);
         add_pos_embed(table, (int)lround(sqrt((double)v->n_pos)), grid, v->merge_size, E, x + off * E);
@@ -377,9 +389,8 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
         }
         off += np;
     }
-    free(pw), free(pb), free(table);
-    pw = pb = table = NULL;
-    if (rc) goto out;
+    mode_arena_release(ar, embed_mark);
+    if (rc) return rc;
     /* attention inside each frame of each image */
     const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK; /* as in the decoder */
     for (int64_t i = 0, f = 0; i < b->n_image; i++)
@@ -391,14 +402,13 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
         if (grc == MODE_OK) on_gpu = true;
         else if (grc == MODE_EUNAVAILABLE) /* no device memory: the blocks on the CPU */
             rt->n_vision_fallback++, mode_err_clear(err);
-        else {
-            rc = grc;
-            goto out;
-        }
+        else
+            return grc;
     }
     for (int blk = 0; blk < v->depth && !rc; blk++) {
         struct vis_block w;
-        if ((rc = vis_block_load(&m->vblocks[blk], &w, err))) break;
+        const struct mode_arena_mark mark = mode_arena_mark(ar);
+        if ((rc = vis_block_load(ar, &m->vblocks[blk], &w, err))) break;
         const struct mode_vision_block_cuda vb = {E, H, v->n_ff, 1e-6f, w.n1w, w.n1b, w.qkv, w.qkvb, w.proj, w.projb, w.n2w, w.n2b, w.fc1, w.fc1b,
                                                   w.fc2, w.fc2b};
         bool want_x = false; /* a deepstack merger reads this block's output */
@@ -408,15 +418,15 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
             if (!rc && (want_x || blk == v->depth - 1)) rc = mode_rtlayer_vision_get(rt->resident, x, err);
         } else
             rc = mode_vision_block_ref(&vb, P, seg, (int)n_frame, ang, x, qblk, vw, err);
-        vis_block_free(&w);
+        mode_arena_release(ar, mark);
         for (int k = 0; k < v->n_deepstack && !rc; k++)
-            if (v->deepstack[k] == blk) rc = merger(&m->deepstack[k], true, x, P, E, m2, ds + (int64_t)k * (P / m2) * D, err);
+            if (v->deepstack[k] == blk) rc = merger(ar, &m->deepstack[k], true, x, P, E, m2, ds + (int64_t)k * (P / m2) * D, err);
     }
-    if (!rc) rc = merger(&m->merger, false, x, P, E, m2, embeds, err);
+    if (!rc) rc = merger(ar, &m->merger, false, x, P, E, m2, embeds, err);
     if (!rc) {
         /* scatter: image embeddings over the pad tokens, deepstack features beside them */
         int64_t r = 0;
-        int64_t *used = xcalloc((size_t)b->n_seq, sizeof *used, err, "scatter");
+        int64_t *used = mode_arena_calloc(ar, (size_t)b->n_seq, sizeof *used, err, "scatter");
         if (!used) rc = err->code;
         for (int i = 0; i < b->n_image && !rc; i++) {
             struct mode_rt_seq *q = &b->seq[b->image[i].seq];
@@ -430,11 +440,21 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
                            (size_t)D * sizeof(float));
             }
         }
-        free(used);
     }
-out:
-    free(x), free(vw), free(ang), free(ds), free(embeds), free(pw), free(pb), free(table);
-    free(seg);
+    return rc;
+}
+
+int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err *err)
+{
+    if (b->vision_done) return MODE_OK;
+    b->vision_done = true;
+    /* the tower's scratch is its own, freed here, not the runtime's kept one: it runs once per
+     * batch, and needs patches x (5 v_embd + v_ff) floats, which can be far more than a decoder
+     * layer's and would stay held through every layer */
+    struct mode_arena ar;
+    mode_arena_init(&ar);
+    int rc = vision(rt, b, &ar, err);
+    mode_arena_free(&ar);
     return rc;
 }
 
@@ -444,17 +464,10 @@ struct text_layer {
     float *an, *fn, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *bo, *qn, *kn, *router, *fg, *fu, *fd;
 };
 
-static void text_layer_free(struct text_layer *w)
-{
-    float **p = &w->an;
-    for (size_t i = 0; i < sizeof *w / sizeof(float *); i++) free(p[i]);
-    memset(w, 0, sizeof *w);
-}
-
-/* One decoder layer's weights in f32 (packed attention projections dequantised), with the
- * hooks' attention override copied over the checkpoint's. */
-static int text_layer_load(const struct mode_model *m, int layer, const struct mode_rt_hooks *hooks, struct text_layer *w,
-                           struct mode_err *err)
+/* One decoder layer's weights in f32 (packed attention projections dequantised), in the scratch
+ * a, with the hooks' attention override copied over the checkpoint's. */
+static int text_layer_load(struct mode_arena *a, const struct mode_model *m, int layer, const struct mode_rt_hooks *hooks,
+                           struct text_layer *w, struct mode_err *err)
 {
     const struct mode_layer_w *t = &m->layers[layer];
     memset(w, 0, sizeof *w);
@@ -462,21 +475,17 @@ static int text_layer_load(const struct mode_model *m, int layer, const struct m
                                           t->bv, t->bo, t->q_norm, t->k_norm, t->router, t->ffn_gate, t->ffn_up, t->ffn_down};
     float **dst = &w->an;
     for (size_t i = 0; i < sizeof src / sizeof *src; i++)
-        if (src[i] && !(dst[i] = to_f32(src[i], err))) goto fail;
+        if (src[i] && !(dst[i] = scratch_f32(a, src[i], err))) return err->code;
     float **attn[4] = {&w->wq, &w->wk, &w->wv, &w->wo};
-    if (t->qattn) /* packed (mode-pack --attn-bits): dequantised on load */
+    if (t->qattn) /* packed (mode-pack --attn-bits): dequantised on load (every element) */
         for (int p = 0; p < 4; p++) {
             const struct mode_qproj *q = &t->qattn[p];
-            if (!(*attn[p] = xcalloc((size_t)(q->n * q->k), sizeof(float), err, "attention weights")) ||
-                mode_model_qproj_f32(m, q, *attn[p], err))
-                goto fail;
+            if (!(*attn[p] = scratch_raw(a, q->n * q->k, err, "attention weights")) || mode_model_qproj_f32(m, q, *attn[p], err))
+                return err->code;
         }
     struct mode_rt_attn_override ov = {NULL, NULL, NULL, NULL};
     int rc;
-    if (hooks && hooks->attn_weights && (rc = hooks->attn_weights(hooks->ctx, layer, &ov, err))) {
-        text_layer_free(w);
-        return rc;
-    }
+    if (hooks && hooks->attn_weights && (rc = hooks->attn_weights(hooks->ctx, layer, &ov, err))) return rc;
     const struct mode_text_config *c = &m->cfg.text;
     const size_t qd = (size_t)c->n_head * c->head_dim, kvd = (size_t)c->n_head_kv * c->head_dim, D = (size_t)c->n_embd;
     const float *src_ov[4] = {ov.wq, ov.wk, ov.wv, ov.wo};
@@ -484,9 +493,6 @@ static int text_layer_load(const struct mode_model *m, int layer, const struct m
     for (int p = 0; p < 4; p++)
         if (src_ov[p]) memcpy(*attn[p], src_ov[p], n_ov[p] * sizeof(float));
     return MODE_OK;
-fail:
-    text_layer_free(w);
-    return err->code;
 }
 
 /* Angles (n_tok, head_dim/2) of interleaved MRoPE (mode_mrope_angles_ref says which position
@@ -522,19 +528,13 @@ static int expert_f32(const struct mode_model *m, int layer, int e, float *gu, b
     return MODE_OK;
 }
 
+/* a layer's activations and routing, in the runtime's scratch (a) */
 struct layer_scratch {
+    struct mode_arena *a;
     float *xn, *q, *k, *v, *o, *ang, *colsum, *logits, *w, *out, *xe, *ge, *ae, *de, *gu, *dn;
     int32_t *experts;
     int64_t *order, *start;
-    size_t cap[16];
 };
-
-static void scratch_free(struct layer_scratch *s)
-{
-    free(s->xn), free(s->q), free(s->k), free(s->v), free(s->o), free(s->ang), free(s->colsum);
-    free(s->logits), free(s->w), free(s->out), free(s->xe), free(s->ge), free(s->ae), free(s->de), free(s->gu), free(s->dn);
-    free(s->experts), free(s->order), free(s->start);
-}
 
 /* The attention-score hook of sequence i: the raw column sums of its selected rows (colsum,
  * n_tok) divided into the mean over heads and rows, then handed over. */
@@ -558,13 +558,15 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
     const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK;
     size_t nmax = 0;
     for (int i = 0; i < b->n_seq; i++) nmax = (size_t)b->seq[i].n_tok > nmax ? (size_t)b->seq[i].n_tok : nmax;
-    s->xn = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
-    s->q = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
-    s->k = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
-    s->v = xcalloc((size_t)(N * kvd), sizeof(float), err, "activations");
-    s->o = xcalloc((size_t)(N * qd), sizeof(float), err, "activations");
-    s->ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations");
-    s->colsum = xcalloc(nmax, sizeof(float), err, "attention scores");
+    /* every element of xn (the norm), q, k, v (products into them), o (the attention of every
+     * sequence, whose rows tile the batch) and ang (every sequence's) is written before it is read */
+    s->xn = scratch_raw(s->a, N * D, err, "activations");
+    s->q = scratch_raw(s->a, N * qd, err, "activations");
+    s->k = scratch_raw(s->a, N * kvd, err, "activations");
+    s->v = scratch_raw(s->a, N * kvd, err, "activations");
+    s->o = scratch_raw(s->a, N * qd, err, "activations");
+    s->ang = scratch_raw(s->a, N * hd / 2, err, "activations");
+    s->colsum = scratch_zero(s->a, (int64_t)nmax, err, "attention scores");
     if (!s->xn || !s->q || !s->k || !s->v || !s->o || !s->ang || !s->colsum) return err->code;
     mode_rmsnorm_ref(b->h, w->an, (float)t->rms_eps, N, D, s->xn);
     mode_gemm(N, qd, D, s->xn, D, w->wq, D, true, 0.0f, s->q, qd);
@@ -608,14 +610,17 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
     const struct mode_text_config *t = &m->cfg.text;
     const int64_t N = b->n_rows, D = t->n_embd, I = t->n_ff_exp;
     const int E = t->n_expert, K = t->n_expert_used;
-    s->logits = xcalloc((size_t)(N * E), sizeof(float), err, "router logits");
-    s->w = xcalloc((size_t)(N * K), sizeof(float), err, "routing");
-    s->experts = xcalloc((size_t)(N * K), sizeof(int32_t), err, "routing");
-    s->out = xcalloc((size_t)(N * D), sizeof(float), err, "activations");
-    s->order = xcalloc((size_t)(N * K), sizeof(int64_t), err, "routing");
-    s->start = xcalloc((size_t)E + 1, sizeof(int64_t), err, "routing");
-    s->gu = xcalloc((size_t)(2 * I * D), sizeof(float), err, "expert weights");
-    s->dn = xcalloc((size_t)(I * D), sizeof(float), err, "expert weights");
+    /* logits (a product), w and experts (top-k of every row), order (every pair placed), gu and
+     * dn (an expert's weights, converted whole) are written before they are read; out sums the
+     * experts' outputs and start counts: zeroed */
+    s->logits = scratch_raw(s->a, N * E, err, "router logits");
+    s->w = scratch_raw(s->a, N * K, err, "routing");
+    s->experts = mode_arena_alloc(s->a, sizeof *s->experts * (size_t)(N * K), err, "routing");
+    s->out = scratch_zero(s->a, N * D, err, "activations");
+    s->order = mode_arena_alloc(s->a, sizeof *s->order * (size_t)(N * K), err, "routing");
+    s->start = mode_arena_calloc(s->a, (size_t)E + 1, sizeof *s->start, err, "routing");
+    s->gu = scratch_raw(s->a, 2 * I * D, err, "expert weights");
+    s->dn = scratch_raw(s->a, I * D, err, "expert weights");
     if (!s->logits || !s->w || !s->experts || !s->out || !s->order || !s->start || !s->gu || !s->dn) return err->code;
     mode_gemm(N, E, D, s->xn, D, w->router, D, true, 0.0f, s->logits, E);
     mode_topk_ref(s->logits, N, E, K, t->norm_topk_prob, s->experts, s->w);
@@ -633,19 +638,19 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
     /* group (row, slot) pairs by expert: counting sort, rows ascending within an expert */
     for (int64_t z = 0; z < N * K; z++) s->start[s->experts[z] + 1]++;
     for (int e = 0; e < E; e++) s->start[e + 1] += s->start[e];
-    int64_t *fill = xcalloc((size_t)E, sizeof *fill, err, "routing");
+    int64_t *fill = mode_arena_calloc(s->a, (size_t)E, sizeof *fill, err, "routing");
     if (!fill) return err->code;
     for (int64_t z = 0; z < N * K; z++) {
         int e = s->experts[z];
         s->order[s->start[e] + fill[e]++] = z;
     }
-    free(fill);
     int64_t most = 0;
     for (int e = 0; e < E; e++) most = s->start[e + 1] - s->start[e] > most ? s->start[e + 1] - s->start[e] : most;
-    s->xe = xcalloc((size_t)(most * D), sizeof(float), err, "expert activations");
-    s->ge = xcalloc((size_t)(most * 2 * I), sizeof(float), err, "expert activations");
-    s->ae = xcalloc((size_t)(most * I), sizeof(float), err, "expert activations");
-    s->de = xcalloc((size_t)(most * D), sizeof(float), err, "expert activations");
+    /* an expert's n rows of each are written (gather, products, swiglu) before they are read */
+    s->xe = scratch_raw(s->a, most * D, err, "expert activations");
+    s->ge = scratch_raw(s->a, most * 2 * I, err, "expert activations");
+    s->ae = scratch_raw(s->a, most * I, err, "expert activations");
+    s->de = scratch_raw(s->a, most * D, err, "expert activations");
     if (!s->xe || !s->ge || !s->ae || !s->de) return err->code;
     /* experts in ascending order, each adding its weighted output to its tokens (as index_add_) */
     for (int e = 0; e < E; e++) {
@@ -690,8 +695,9 @@ static int dense_mlp(const struct mode_rt *rt, struct mode_rt_batch *b, const st
 {
     const struct mode_text_config *t = &rt->m->cfg.text;
     const int64_t N = b->n_rows, D = t->n_embd, F = t->n_ff;
-    s->ge = xcalloc((size_t)(N * 2 * F), sizeof(float), err, "activations");
-    s->ae = xcalloc((size_t)(N * F), sizeof(float), err, "activations");
+    /* both halves of ge are products, ae the swiglu of it */
+    s->ge = scratch_raw(s->a, N * 2 * F, err, "activations");
+    s->ae = scratch_raw(s->a, N * F, err, "activations");
     if (!s->ge || !s->ae) return err->code;
     /* gate and up side by side in ge (rows of 2F), as swiglu expects */
     mode_gemm(N, F, D, s->xn, D, w->fg, D, true, 0.0f, s->ge, 2 * F);
@@ -757,28 +763,22 @@ static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer
         }
     }
     const bool want_moe = hooks && hooks->moe;
-    float *ang = xcalloc((size_t)(N * hd / 2), sizeof(float), err, "activations"), *logits = xcalloc((size_t)(N * E), sizeof(float), err, "router logits"),
-          *wts = xcalloc((size_t)(N * K), sizeof(float), err, "routing"), *colsum = xcalloc((size_t)N, sizeof(float), err, "attention scores");
-    float *mx = want_moe ? xcalloc((size_t)(N * D), sizeof(float), err, "activations") : NULL,
-          *mo = want_moe ? xcalloc((size_t)(N * D), sizeof(float), err, "activations") : NULL;
-    int32_t *idx = xcalloc((size_t)(N * K), sizeof(int32_t), err, "routing");
-    int64_t *seg = xcalloc((size_t)b->n_seq + 1, sizeof(int64_t), err, "sequences");
+    struct mode_arena *a = &rt->scratch; /* zeroed, as the device fills what it is asked for */
+    float *ang = scratch_zero(a, N * hd / 2, err, "activations"), *logits = scratch_zero(a, N * E, err, "router logits"),
+          *wts = scratch_zero(a, N * K, err, "routing"), *colsum = scratch_zero(a, N, err, "attention scores");
+    float *mx = want_moe ? scratch_zero(a, N * D, err, "activations") : NULL, *mo = want_moe ? scratch_zero(a, N * D, err, "activations") : NULL;
+    int32_t *idx = mode_arena_calloc(a, (size_t)(N * K), sizeof(int32_t), err, "routing");
+    int64_t *seg = mode_arena_calloc(a, (size_t)b->n_seq + 1, sizeof(int64_t), err, "sequences");
     uint8_t *sel = NULL;
     int rc = MODE_OK;
-    if (!ang || !logits || !wts || !colsum || !idx || !seg || (want_moe && (!mx || !mo))) {
-        rc = err->code;
-        goto out;
-    }
+    if (!ang || !logits || !wts || !colsum || !idx || !seg || (want_moe && (!mx || !mo))) return err->code;
     /* the sequences' rows are contiguous and in order */
     for (int i = 0; i < b->n_seq; i++) {
         mrope_angles(rt, &b->seq[i], ang + b->seq[i].row * (hd / 2));
         seg[i] = b->seq[i].row, seg[i + 1] = b->seq[i].row + b->seq[i].n_tok;
         const uint8_t *rows = hooks && hooks->attn_rows && hooks->attn ? hooks->attn_rows(hooks->ctx, layer, i) : NULL;
         if (!rows) continue;
-        if (!sel && !(sel = xcalloc((size_t)N, 1, err, "attention rows"))) {
-            rc = err->code;
-            goto out;
-        }
+        if (!sel && !(sel = mode_arena_calloc(a, (size_t)N, 1, err, "attention rows"))) return err->code;
         memcpy(sel + b->seq[i].row, rows, (size_t)b->seq[i].n_tok);
     }
     struct expert_ctx ec = {rt->m, layer, hooks};
@@ -786,18 +786,16 @@ static int resident_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer
     const struct mode_rtlayer_rows rr = {N, b->n_seq, seg, ang, sel, b->h, logits, wts, colsum, idx, mx, mo};
     if ((rc = mode_rtlayer_run(rt->resident, t, &rw, &rr, err))) {
         if (rc == MODE_EUNAVAILABLE) *cpu = 1;
-        goto out;
+        return rc;
     }
     rt->n_resident++;
     for (int i = 0; sel && i < b->n_seq; i++) {
         const struct mode_rt_seq *q = &b->seq[i];
         const uint8_t *rows = hooks->attn_rows(hooks->ctx, layer, i);
-        if (rows && (rc = attn_scores(hooks, layer, i, rows, q->n_tok, t->n_head, colsum + q->row, err))) goto out;
+        if (rows && (rc = attn_scores(hooks, layer, i, rows, q->n_tok, t->n_head, colsum + q->row, err))) return rc;
     }
     if (hooks && hooks->router) rc = hooks->router(hooks->ctx, layer, b, logits, idx, wts, err);
     if (!rc && want_moe) rc = hooks->moe(hooks->ctx, layer, b, mx, idx, wts, mo, err);
-out:
-    free(ang), free(logits), free(wts), free(colsum), free(idx), free(seg), free(sel), free(mx), free(mo);
     return rc;
 }
 
@@ -814,14 +812,19 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
         b->next_layer++;
         return MODE_OK;
     }
+    /* the layer's weights, activations and routing: the runtime's scratch, given back at once */
+    mode_arena_reset(&rt->scratch);
     struct text_layer w;
-    if ((rc = text_layer_load(m, layer, hooks, &w, err))) return rc;
+    if ((rc = text_layer_load(&rt->scratch, m, layer, hooks, &w, err))) return rc;
     struct layer_scratch s;
     memset(&s, 0, sizeof s);
+    s.a = &rt->scratch;
     bool done = false;
     if (resident_ok(rt, layer, &w, hooks)) {
         int cpu = 0;
+        const struct mode_arena_mark mark = mode_arena_mark(&rt->scratch);
         rc = resident_layer(rt, b, layer, &w, hooks, &cpu, err);
+        mode_arena_release(&rt->scratch, mark);
         if (cpu == 1) /* no device memory: the CPU path, b->h untouched */
             rt->n_resident_fallback++, rc = MODE_OK, mode_err_clear(err);
         else if (!cpu) done = true;
@@ -844,8 +847,6 @@ int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const 
             }
         }
     }
-    scratch_free(&s);
-    text_layer_free(&w);
     if (!rc) b->next_layer++;
     return rc;
 }
@@ -868,10 +869,10 @@ int mode_rt_logits(struct mode_rt *rt, const struct mode_rt_batch *b, int s, int
     if (s < 0 || s >= b->n_seq || r0 < 0 || n < 0 || r0 + n > b->seq[s].n_tok)
         return mode_err_set(err, MODE_EINTERNAL, "logits: rows out of range");
     if (!rt->lm_head && !(rt->lm_head = to_f32(m->lm_head, err))) return err->code;
-    float *xn = xcalloc((size_t)(n * D), sizeof *xn, err, "final norm");
+    mode_arena_reset(&rt->scratch);
+    float *xn = scratch_raw(&rt->scratch, n * D, err, "final norm"); /* the norm writes every element */
     if (!xn) return err->code;
     mode_rmsnorm_ref(b->h + (b->seq[s].row + r0) * D, rt->out_norm, (float)m->cfg.text.rms_eps, n, D, xn);
     mode_gemm(n, V, D, xn, D, rt->lm_head, D, true, 0.0f, logits, V);
-    free(xn);
     return MODE_OK;
 }

@@ -28,6 +28,7 @@
 #ifndef MODE_RUNTIME_H
 #define MODE_RUNTIME_H
 
+#include "arena.h"
 #include "model.h"
 #include "samples.h"
 
@@ -120,6 +121,12 @@ struct mode_rt {
     struct mode_rtlayer *resident; /* mode_rt_device CUDA: whole MoE layers on the GPU (rtlayer.h) */
     int64_t n_resident, n_resident_fallback; /* layers run resident; layers that fell back to the CPU */
     int64_t n_vision_fallback;               /* batches whose vision blocks fell back to the CPU */
+    /* the scratch of one call (a decoder layer's activations, routing and f32 weights; the
+     * logits' norm), kept across calls, so that running layers again maps no new memory (issue
+     * 21): as large as the largest call so far. Reset at the start of mode_rt_layer and
+     * mode_rt_logits: what a hook is handed lives until its call returns, and a hook must not
+     * call the runtime. Freed by mode_rt_free. */
+    struct mode_arena scratch;
 };
 
 int mode_rt_init(struct mode_rt *rt, const struct mode_model *m, struct mode_err *err);

@@ -29,6 +29,13 @@ struct sweep {
     /* full-precision reference for kl */
     float *fp_lp; /* (N, V) log-probabilities, or NULL */
     float *fp_h;  /* (N, D) final hidden states when fp_lp is NULL */
+    /* scratch of every call, allocated once per run: kl_sum's logits (CHUNK, V) of the run and of
+     * the reference (lf only without fp_lp), quantize_expert's levels, scales, zeros (the larger
+     * of gate_up and down, or both) and Hessian (GPTQ only) */
+    float *lq, *lf;
+    uint8_t *lev;
+    float *sc, *zz;
+    double *H;
     int64_t done, total;
 };
 
@@ -110,23 +117,16 @@ static int quantize_expert(const struct sweep *s, const float *gu, const float *
     const int64_t G = s->I * 2;
     int64_t gg, ng;
     int rc;
-    /* the output buffers RTN/GPTQ fill besides deq */
     if ((rc = mode_quant_groups(&qo, s->D, &gg, &ng, err))) return rc;
-    uint8_t *q = xmalloc((size_t)(G * s->D > s->D * s->I ? G * s->D : s->D * s->I), err, "levels");
-    float *sc = xmalloc(sizeof *sc * (size_t)(G * s->D + s->D * s->I), err, "scales");
-    float *zz = xmalloc(sizeof *zz * (size_t)(G * s->D + s->D * s->I), err, "zeros");
-    if (!q || !sc || !zz) {
-        free(q), free(sc), free(zz);
-        return err->code;
-    }
-    og.q = od.q = q, og.scale = od.scale = sc, og.zero = od.zero = zz;
+    /* the output buffers RTN/GPTQ fill besides deq: the run's (sweep) */
+    og.q = od.q = s->lev, og.scale = od.scale = s->sc, og.zero = od.zero = s->zz;
     if (!s->o->gptq || n < s->o->min_tokens) {
         if (s->o->gptq) *fallback = 1;
         if (!(rc = mode_quant_rtn(gu, G, s->D, &qo, &og, err))) rc = mode_quant_rtn(dn, s->D, s->I, &qo, &od, err);
     } else {
-        double *H = xmalloc(sizeof *H * (size_t)(s->D * s->D > s->I * s->I ? s->D * s->D : s->I * s->I), err, "a Hessian");
+        double *H = s->H;
         struct mode_hessian hs;
-        rc = H ? mode_hessian_init(&hs, s->D, err) : err->code;
+        rc = mode_hessian_init(&hs, s->D, err);
         if (!rc) {
             mode_hessian_add(&hs, xr, n);
             mode_hessian_get(&hs, H);
@@ -141,9 +141,7 @@ static int quantize_expert(const struct sweep *s, const float *gu, const float *
             mode_hessian_free(&hs);
             rc = mode_quant_gptq(dn, s->D, s->I, H, &qo, &od, err);
         }
-        free(H);
     }
-    free(q), free(sc), free(zz);
     return rc;
 }
 
@@ -197,12 +195,7 @@ enum { CHUNK = 256 };
 static int kl_sum(struct sweep *s, const uint8_t *affected_seq, double *sum, struct mode_err *err)
 {
     struct mode_rt_batch *b = s->b;
-    float *lq = xmalloc(sizeof *lq * (size_t)(CHUNK * s->V), err, "logits");
-    float *lf = s->fp_lp ? NULL : xmalloc(sizeof *lf * (size_t)(CHUNK * s->V), err, "logits");
-    if (!lq || (!s->fp_lp && !lf)) {
-        free(lq), free(lf);
-        return err->code;
-    }
+    float *lq = s->lq, *lf = s->lf;
     int rc = MODE_OK;
     double acc = 0;
     for (int q = 0; q < b->n_seq && !rc; q++) {
@@ -234,7 +227,6 @@ static int kl_sum(struct sweep *s, const uint8_t *affected_seq, double *sum, str
             }
         }
     }
-    free(lq), free(lf);
     *sum = acc;
     return rc;
 }
@@ -292,12 +284,18 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
     yq = xmalloc(sizeof *yq * nd, err, "expert outputs");
     affected = xmalloc((size_t)b->n_seq, err, "sequences");
     ovrows = xmalloc((size_t)s.N, err, "masks");
+    const size_t n_lev = (size_t)(G * s.D > s.D * s.I ? G * s.D : s.D * s.I), n_sc = (size_t)(G * s.D + s.D * s.I);
+    s.lev = xmalloc(n_lev, err, "levels");
+    s.sc = xmalloc(sizeof *s.sc * n_sc, err, "scales");
+    s.zz = xmalloc(sizeof *s.zz * n_sc, err, "zeros");
+    s.H = o->gptq ? xmalloc(sizeof *s.H * (size_t)(s.D * s.D > s.I * s.I ? s.D * s.D : s.I * s.I), err, "a Hessian") : NULL;
+    s.lq = o->metric == MODE_SENS_KL ? xmalloc(sizeof *s.lq * (size_t)(CHUNK * s.V), err, "logits") : NULL;
     L.n_expert = s.E, L.n_bits = o->n_bits;
     L.dt = calloc(E * B, sizeof *L.dt), L.dv = calloc(E * B, sizeof *L.dv), L.da = o->all ? calloc(E * B, sizeof *L.da) : NULL;
     L.cnt_t = calloc(E, sizeof *L.cnt_t), L.cnt_v = calloc(E, sizeof *L.cnt_v), L.fallback = calloc(E, 1);
     if (!s.x || !s.out || !s.ex || !s.w || !h0 || !snap || !next || !gu || !qgu || !dn || !qdn || !xr || !wr || !rows || !h2 || !act ||
         !y || !yq || !affected || !ovrows || !L.dt || !L.dv || (o->all && !L.da) || !L.cnt_t || !L.cnt_v || !L.fallback ||
-        !s.mask[0] || !s.mask[1] || !s.mask[2]) {
+        !s.mask[0] || !s.mask[1] || !s.mask[2] || !s.lev || !s.sc || !s.zz || (o->gptq && !s.H) || (o->metric == MODE_SENS_KL && !s.lq)) {
         rc = mode_err_oom(err, nd * 4 * 8, "the sensitivity sweep");
         goto out;
     }
@@ -322,7 +320,8 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
                 }
         } else {
             s.fp_h = xmalloc(sizeof *s.fp_h * nd, err, "reference hidden states");
-            if (!s.fp_h) {
+            s.lf = xmalloc(sizeof *s.lf * (size_t)(CHUNK * s.V), err, "logits");
+            if (!s.fp_h || !s.lf) {
                 rc = err->code;
                 goto out;
             }
@@ -419,7 +418,8 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
         if ((rc = emit(emit_ctx, &L, err))) break;
     }
 out:
-    free(s.x), free(s.out), free(s.ex), free(s.w), free(s.fp_lp), free(s.fp_h);
+    free(s.x), free(s.out), free(s.ex), free(s.w), free(s.fp_lp), free(s.fp_h), free(s.lq), free(s.lf), free(s.lev), free(s.sc), free(s.zz),
+        free(s.H);
     for (int i = 0; i < N_MOD; i++) free(s.mask[i]);
     free(h0), free(snap), free(next), free(gu), free(dn), free(qgu), free(qdn), free(xr), free(wr), free(rows), free(h2), free(act), free(y),
         free(yq), free(affected), free(ovrows);
