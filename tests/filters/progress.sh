@@ -14,7 +14,8 @@ is "$rc" 0 "mode-tokenize --progress log"
 has "$T/err" "mode-tokenize: lines 1/12 (8%), 0s, ETA " "a first line at once, with the fraction and an ETA"
 has "$T/err" "mode-tokenize: lines 12/12 (100%), " "a last line at the end"
 is "$(grep -c '' "$T/err")" 2 "and nothing between them within 10 s"
-case $(tail -c 1 "$T/err" | od -An -c | tr -d ' ') in '\n') pass "whole lines (no carriage return)" ;; *) fail "whole lines" ;; esac
+cr=$(tr -cd '\r' <"$T/err" | wc -c)
+is "$cr $(tail -c 1 "$T/err" | od -An -c | tr -d ' ')" '0 \n' "whole lines: no carriage return, a newline at the end"
 
 # auto under make or a pipe (stderr not a terminal) is log; MODE_PROGRESS chooses when no flag
 unset MODE_PROGRESS
