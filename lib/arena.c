@@ -38,6 +38,13 @@ void mode_arena_free(struct mode_arena *a)
     memset(a, 0, sizeof *a);
 }
 
+void mode_arena_trim(struct mode_arena *a)
+{
+    const int64_t n_block = a->n_block;
+    mode_arena_free(a);
+    a->n_block = n_block;
+}
+
 void mode_arena_reset(struct mode_arena *a)
 {
     free_extras(a, NULL);

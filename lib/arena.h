@@ -51,6 +51,9 @@ void mode_arena_free(struct mode_arena *a);
 /* Gives back every buffer; grows the block past the peak since the last reset when that is larger
  * (if that allocation fails, the arena has no block and requests go to extras). */
 void mode_arena_reset(struct mode_arena *a);
+/* Gives back every buffer and the block itself (n_block kept): for an owner about to need its
+ * memory elsewhere for a while; the next calls allocate again as the first ones did. */
+void mode_arena_trim(struct mode_arena *a);
 /* n bytes, uninitialised */
 void *mode_arena_alloc(struct mode_arena *a, size_t n, struct mode_err *err, const char *what);
 /* count x size bytes, zeroed (as calloc; the product checked for overflow) */

@@ -38,7 +38,9 @@ extern "C" {
  * zeroed over rows [0, seg[n_seg]), then receives colsum[c] += p_h[r][c] for every head h
  * (ascending), selected row r and column c ≤ r (causal) or every column of r's segment: the raw
  * sum; the runtime divides it by n_head · n_selected. sel NULL: colsum unused (may be NULL).
- * Scratch: block · (longest segment) floats, allocated and freed here. */
+ * Scratch: block · (longest segment) floats per thread of the pool, kept across calls
+ * (mode_pool_scratch). Segments and heads run on the pool's threads (pool.h); with sel, a
+ * segment's heads run in order on one thread, so colsum adds up the same way at any thread count. */
 int mode_attention_ref_block(const struct mode_attn_shape *a, const float *q, const float *k, const float *v, const int64_t *seg,
                              int n_seg, const uint8_t *sel, float *colsum, float *o, int64_t block, struct mode_err *err);
 /* The same with block = MODE_ATTN_BLOCK. */

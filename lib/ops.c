@@ -1,6 +1,7 @@
 /* ops.c — CPU f32 operations of the runtime, the references of the CUDA kernels (ops.h). */
 #include "ops.h"
 
+#include "pool.h"
 #include "vmath.h"
 
 #include "../kernels/mode_cuda.h"
@@ -12,16 +13,34 @@
 #include <string.h>
 #include <sys/mman.h>
 
-void mode_ops_threads(int n)
-{
-    if (n > 0) openblas_set_num_threads(n);
-}
-
 /* OpenBLAS's per-thread buffer on x86-64: BUFFER_SIZE = 32 << 22 bytes (its common_x86_64.h; the
  * 134217728-byte mmap seen in its blas_memory_alloc). When that mmap fails, OpenBLAS retries it
  * forever (memory.c loops until the mapping succeeds), so a BLAS call made once the address
  * space is exhausted never returns. */
 #define OPENBLAS_BUFFER_BYTES ((size_t)32 << 22)
+
+/* OpenBLAS at one thread, once, before the first product: the pool (pool.h) is the only
+ * parallelism, and a product's bits then depend on its shape only (OpenBLAS's own threads split
+ * a product by the thread count, and its tiles round differently) */
+static pthread_once_t g_blas_once = PTHREAD_ONCE_INIT;
+static void blas_single(void) { openblas_set_num_threads(1); }
+
+int mode_ops_threads(int n, struct mode_err *err)
+{
+    pthread_once(&g_blas_once, blas_single);
+    if (n <= 0) n = mode_pool_default_threads();
+    if (n > MODE_POOL_MAX_THREADS) n = MODE_POOL_MAX_THREADS;
+    /* every worker maps an OpenBLAS buffer when it starts (pool.c): room for them, or a clear
+     * failure now instead of a worker retrying its mapping forever */
+    const size_t probe = (size_t)(n + 1) * OPENBLAS_BUFFER_BYTES;
+    void *p = mmap(NULL, probe, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED)
+        return mode_err_set(err, MODE_EUNAVAILABLE, "out of memory (%zu bytes of address space for the OpenBLAS buffers of %d threads)",
+                            probe, n);
+    munmap(p, probe);
+    return mode_pool_set_threads(n, err);
+}
+
 
 int mode_ops_blas_ready(struct mode_err *err)
 {
@@ -91,6 +110,38 @@ void mode_gemm(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, con
     mode_gemm_cpu(m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc);
 }
 
+/* A product of at least GEMM_TILE_MIN_FLOP flops is cut into tiles of GEMM_TILE_M rows and
+ * GEMM_TILE_N columns of c, one OpenBLAS call (one thread) each, run on the pool. The tiles
+ * depend on the shape only, never on the thread count, so the bits of c do not either (OpenBLAS
+ * rounds an element differently in another tiling). 256 rows keep OpenBLAS's packing of b a
+ * small part of each call (a 1/512 of its flops). */
+#define GEMM_TILE_M 256
+#define GEMM_TILE_N 2048
+#define GEMM_TILE_MIN_FLOP ((int64_t)1 << 22)
+
+struct gemm_job {
+    int64_t m, n, k;
+    const float *a;
+    int64_t lda;
+    const float *b;
+    int64_t ldb;
+    bool b_trans;
+    float beta;
+    float *c;
+    int64_t ldc, tm, tn;
+};
+
+static void gemm_tile(void *ctx, int64_t t, int worker)
+{
+    (void)worker;
+    const struct gemm_job *g = ctx;
+    const int64_t i0 = t / g->tn * GEMM_TILE_M, j0 = t % g->tn * GEMM_TILE_N;
+    const int64_t mi = g->m - i0 < GEMM_TILE_M ? g->m - i0 : GEMM_TILE_M, nj = g->n - j0 < GEMM_TILE_N ? g->n - j0 : GEMM_TILE_N;
+    const float *bj = g->b_trans ? g->b + j0 * g->ldb : g->b + j0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, g->b_trans ? CblasTrans : CblasNoTrans, (blasint)mi, (blasint)nj, (blasint)g->k, 1.0f,
+                g->a + i0 * g->lda, (blasint)g->lda, bj, (blasint)g->ldb, g->beta, g->c + i0 * g->ldc + j0, (blasint)g->ldc);
+}
+
 void mode_gemm_cpu(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda, const float *b, int64_t ldb, bool b_trans,
                    float beta, float *c, int64_t ldc)
 {
@@ -100,81 +151,188 @@ void mode_gemm_cpu(int64_t m, int64_t n, int64_t k, const float *a, int64_t lda,
             for (int64_t j = 0; j < n; j++) c[i * ldc + j] *= beta;
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a,
-                (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+    pthread_once(&g_blas_once, blas_single);
+    if (m * n * k < GEMM_TILE_MIN_FLOP / 2 || (m <= GEMM_TILE_M && n <= GEMM_TILE_N)) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, b_trans ? CblasTrans : CblasNoTrans, (blasint)m, (blasint)n, (blasint)k, 1.0f, a,
+                    (blasint)lda, b, (blasint)ldb, beta, c, (blasint)ldc);
+        return;
+    }
+    struct gemm_job g = {m, n, k, a, lda, b, ldb, b_trans, beta, c, ldc, (m + GEMM_TILE_M - 1) / GEMM_TILE_M,
+                         (n + GEMM_TILE_N - 1) / GEMM_TILE_N};
+    mode_pool_run(g.tm * g.tn, gemm_tile, &g);
+}
+
+/* ---- operations on rows, run on the pool in chunks of rows: a row's result does not depend on
+ * the chunk it is in, so the chunking may follow the thread count ---- */
+
+struct rows_job {
+    void (*op)(const struct rows_job *j, int64_t r0, int64_t r1);
+    const float *x, *w, *b;
+    float *y;
+    float eps;
+    int64_t n, d, ld, rows; /* rows: per chunk */
+    int n_head, head_dim;
+};
+
+static void rows_item(void *ctx, int64_t i, int worker)
+{
+    (void)worker;
+    const struct rows_job *j = ctx;
+    const int64_t r0 = i * j->rows, r1 = r0 + j->rows < j->n ? r0 + j->rows : j->n;
+    j->op(j, r0, r1);
+}
+
+/* rows of `cost` floats of work each: serial below ~64K floats, else about four chunks a thread */
+static void rows_run(struct rows_job *j, int64_t cost)
+{
+    if (j->n <= 0) return;
+    const int64_t total = j->n * (cost > 0 ? cost : 1), threads = mode_pool_threads();
+    if (threads == 1 || total < (1 << 16) || mode_pool_inside()) {
+        j->op(j, 0, j->n);
+        return;
+    }
+    int64_t chunks = 4 * threads;
+    if (chunks > j->n) chunks = j->n;
+    j->rows = (j->n + chunks - 1) / chunks;
+    mode_pool_run((j->n + j->rows - 1) / j->rows, rows_item, j);
+}
+
+static void rmsnorm_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t d = j->d;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *xi = j->x + i * d;
+        float *yi = j->y + i * d;
+        float ss = 0;
+        for (int64_t c = 0; c < d; c++) ss += xi[c] * xi[c];
+        float r = 1.0f / sqrtf(ss / (float)d + j->eps);
+        for (int64_t c = 0; c < d; c++) yi[c] = j->w[c] * (xi[c] * r);
+    }
 }
 
 void mode_rmsnorm_ref(const float *x, const float *w, float eps, int64_t n, int64_t d, float *y)
 {
-    for (int64_t i = 0; i < n; i++) {
-        const float *xi = x + i * d;
-        float *yi = y + i * d;
-        float ss = 0;
-        for (int64_t j = 0; j < d; j++) ss += xi[j] * xi[j];
-        float r = 1.0f / sqrtf(ss / (float)d + eps);
-        for (int64_t j = 0; j < d; j++) yi[j] = w[j] * (xi[j] * r);
+    struct rows_job j = {.op = rmsnorm_rows, .x = x, .w = w, .y = y, .eps = eps, .n = n, .d = d};
+    rows_run(&j, d);
+}
+
+static void layernorm_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t d = j->d;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *xi = j->x + i * d;
+        float *yi = j->y + i * d;
+        float mean = 0;
+        for (int64_t c = 0; c < d; c++) mean += xi[c];
+        mean /= (float)d;
+        float var = 0;
+        for (int64_t c = 0; c < d; c++) {
+            float t = xi[c] - mean;
+            var += t * t;
+        }
+        var /= (float)d;
+        float r = 1.0f / sqrtf(var + j->eps);
+        for (int64_t c = 0; c < d; c++) yi[c] = (xi[c] - mean) * r * j->w[c] + j->b[c];
     }
 }
 
 void mode_layernorm_ref(const float *x, const float *w, const float *b, float eps, int64_t n, int64_t d, float *y)
 {
-    for (int64_t i = 0; i < n; i++) {
-        const float *xi = x + i * d;
-        float *yi = y + i * d;
-        float mean = 0;
-        for (int64_t j = 0; j < d; j++) mean += xi[j];
-        mean /= (float)d;
-        float var = 0;
-        for (int64_t j = 0; j < d; j++) {
-            float t = xi[j] - mean;
-            var += t * t;
-        }
-        var /= (float)d;
-        float r = 1.0f / sqrtf(var + eps);
-        for (int64_t j = 0; j < d; j++) yi[j] = (xi[j] - mean) * r * w[j] + b[j];
-    }
+    struct rows_job j = {.op = layernorm_rows, .x = x, .w = w, .b = b, .y = y, .eps = eps, .n = n, .d = d};
+    rows_run(&j, d);
+}
+
+static void softmax_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    for (int64_t i = r0; i < r1; i++) mode_vsoftmax_row(j->y + i * j->d, j->d);
 }
 
 void mode_softmax_ref(float *x, int64_t n, int64_t d)
 {
-    for (int64_t i = 0; i < n; i++) mode_vsoftmax_row(x + i * d, d);
+    struct rows_job j = {.op = softmax_rows, .y = x, .n = n, .d = d};
+    rows_run(&j, d);
+}
+
+static void swiglu_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t f = j->d;
+    for (int64_t i = r0; i < r1; i++) mode_vsilu_mul(j->x + i * 2 * f, j->x + i * 2 * f + f, j->y + i * f, f);
 }
 
 void mode_swiglu_ref(const float *x, int64_t n, int64_t f, float *y)
 {
-    for (int64_t i = 0; i < n; i++) mode_vsilu_mul(x + i * 2 * f, x + i * 2 * f + f, y + i * f, f);
+    struct rows_job j = {.op = swiglu_rows, .x = x, .y = y, .n = n, .d = f};
+    rows_run(&j, 2 * f);
 }
 
-void mode_gelu_tanh_ref(float *x, int64_t n) { mode_vgelu_tanh(x, n); }
+/* the GELUs on a flat array: rows of 4096 (every element is computed alike wherever it sits, vmath.h) */
+enum { FLAT_ROW = 4096 };
 
-void mode_gelu_erf_ref(float *x, int64_t n) { mode_vgelu_erf(x, n); }
+static void gelu_tanh_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t e0 = r0 * FLAT_ROW, e1 = r1 * FLAT_ROW < j->d ? r1 * FLAT_ROW : j->d;
+    mode_vgelu_tanh(j->y + e0, e1 - e0);
+}
+
+void mode_gelu_tanh_ref(float *x, int64_t n)
+{
+    struct rows_job j = {.op = gelu_tanh_rows, .y = x, .n = (n + FLAT_ROW - 1) / FLAT_ROW, .d = n};
+    rows_run(&j, FLAT_ROW);
+}
+
+static void gelu_erf_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t e0 = r0 * FLAT_ROW, e1 = r1 * FLAT_ROW < j->d ? r1 * FLAT_ROW : j->d;
+    mode_vgelu_erf(j->y + e0, e1 - e0);
+}
+
+void mode_gelu_erf_ref(float *x, int64_t n)
+{
+    struct rows_job j = {.op = gelu_erf_rows, .y = x, .n = (n + FLAT_ROW - 1) / FLAT_ROW, .d = n};
+    rows_run(&j, FLAT_ROW);
+}
+
+static void add_bias_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int64_t d = j->d;
+    for (int64_t i = r0; i < r1; i++) {
+        float *yi = j->y + i * d;
+        for (int64_t c = 0; c < d; c++) yi[c] += j->b[c];
+    }
+}
 
 void mode_add_bias_ref(float *y, const float *b, int64_t n, int64_t d)
 {
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < d; j++) y[i * d + j] += b[j];
+    struct rows_job j = {.op = add_bias_rows, .b = b, .y = y, .n = n, .d = d};
+    rows_run(&j, d);
+}
+
+static void rope_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+{
+    const int half = j->head_dim / 2;
+    float cs[2 * 2048]; /* cos and sin of one row: head_dim <= 4096 (checked by the runtime) */
+    MODE_ASSERT(half <= 2048);
+    for (int64_t i = r0; i < r1; i++) {
+        const float *a = j->x + i * half;
+        for (int c = 0; c < half; c++) {
+            cs[c] = cosf(a[c]);
+            cs[half + c] = sinf(a[c]);
+        }
+        for (int h = 0; h < j->n_head; h++) {
+            float *q = j->y + i * j->ld + (int64_t)h * j->head_dim;
+            for (int c = 0; c < half; c++) {
+                float x1 = q[c], x2 = q[c + half];
+                q[c] = x1 * cs[c] - x2 * cs[half + c];
+                q[c + half] = x2 * cs[c] + x1 * cs[half + c];
+            }
+        }
+    }
 }
 
 void mode_rope_ref(float *x, int64_t n, int64_t ld, int n_head, int head_dim, const float *ang)
 {
-    int half = head_dim / 2;
-    float cs[2 * 2048]; /* cos and sin of one row: head_dim <= 4096 (checked by the runtime) */
-    MODE_ASSERT(half <= 2048);
-    for (int64_t i = 0; i < n; i++) {
-        const float *a = ang + i * half;
-        for (int j = 0; j < half; j++) {
-            cs[j] = cosf(a[j]);
-            cs[half + j] = sinf(a[j]);
-        }
-        for (int h = 0; h < n_head; h++) {
-            float *q = x + i * ld + (int64_t)h * head_dim;
-            for (int j = 0; j < half; j++) {
-                float x1 = q[j], x2 = q[j + half];
-                q[j] = x1 * cs[j] - x2 * cs[half + j];
-                q[j + half] = x2 * cs[j] + x1 * cs[half + j];
-            }
-        }
-    }
+    struct rows_job j = {.op = rope_rows, .x = ang, .y = x, .n = n, .ld = ld, .n_head = n_head, .head_dim = head_dim};
+    rows_run(&j, (int64_t)n_head * head_dim + 8 * head_dim);
 }
 
 void mode_mrope_angles_ref(const int32_t *pos, int64_t n, int head_dim, const int *section, const float *inv_freq, float *ang)

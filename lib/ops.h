@@ -6,8 +6,9 @@
  * f32, softmax subtracts the row maximum, GELU variants as torch defines them); softmax, SwiGLU
  * and the GELUs take their exp and erf from vmath.h (vectorised, accuracy stated there: within
  * 1.05 and 1.28 ulp where glibc's are within 0.5 and 0.97). GEMMs go to
- * OpenBLAS (multi-threaded; mode_ops_threads sets the thread count), or the large ones to cuBLAS
- * (mode_ops_device). Nothing here allocates except where a scratch argument is absent and said
+ * OpenBLAS (one thread per call; a large product cut into tiles fixed by its shape, run on the
+ * pool's threads: pool.h), or the large ones to cuBLAS (mode_ops_device). Operations on rows run
+ * on the pool too; every result is the same bits at any thread count. Nothing here allocates except where a scratch argument is absent and said
  * otherwise.
  */
 #ifndef MODE_OPS_H
@@ -19,8 +20,11 @@
 
 #define MODE_TOPK_MAX_EXPERTS 4096 /* = MODE_MAX_EXPERTS, the config limit */
 
-/* Threads OpenBLAS may use (0 keeps its default: all cores or OPENBLAS_NUM_THREADS). */
-void mode_ops_threads(int n);
+/* The process's threads (pool.h): n in all (0: the CPUs it may run on), OpenBLAS at one thread
+ * called from each. MODE_EUNAVAILABLE ("out of memory ...") when the address space cannot hold
+ * the threads' OpenBLAS buffers, or a thread cannot be started. Call from the main thread before
+ * the first product. */
+int mode_ops_threads(int n, struct mode_err *err);
 
 /* Makes sure that no later BLAS call can hang for want of memory: OpenBLAS retries a failed
  * mapping of its working buffer forever, so the calling thread's buffer is mapped now, while

@@ -5,12 +5,14 @@
 #include "io.h"
 #include "json.h"
 #include "ops.h"
+#include "pool.h"
 #include "quant.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +352,148 @@ static int attn_pass(void *vctx, struct mode_err *err)
     return rc;
 }
 
+/* ---- the experts of a layer one by one (GPTQ on the CPU), on the pool's threads ---- */
+
+static pthread_mutex_t g_pack_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct expert_pack {
+    const struct mode_model *m;
+    int l;
+    struct cap *c;
+    const int *bits;
+    const struct mode_pack_opts *o;
+    struct mode_pack_layer *L;
+    int64_t D, I, most;
+    int64_t *zero_lost; /* (n_expert): summed in expert order after the run */
+    int *rc;            /* (n_expert) */
+    struct mode_err *errs; /* (n_expert), written for a failed expert only */
+    int done;           /* experts finished, for the progress line */
+};
+
+/* a worker's buffers, bytes: H (hmax^2 doubles) first for its alignment, then gu (2I, D), dn
+ * (D, I), xr (most, D), h2 (most, 2I), act (most, I) */
+static size_t expert_pack_bytes(const struct expert_pack *j)
+{
+    const int64_t hmax = j->D > j->I ? j->D : j->I;
+    return sizeof(double) * (size_t)(hmax * hmax) + sizeof(float) * (size_t)(3 * j->I * j->D + j->most * (j->D + 3 * j->I));
+}
+
+/* expert e of layer l: its tokens' inputs, GPTQ of gate and up on them, of down on the inputs
+ * through the quantized gate and up (or round-to-nearest below o->min_tokens; a copy at 16 bits) */
+static int expert_pack_one(const struct expert_pack *j, int e, void *buf, int64_t *zero_lost, struct mode_err *err)
+{
+    const struct mode_model *m = j->m;
+    const struct mode_pack_opts *o = j->o;
+    struct cap *c = j->c;
+    struct mode_pack_layer *L = j->L;
+    const int64_t D = j->D, I = j->I, G2 = 2 * I, N = c->N, E = L->n_expert;
+    const int64_t hmax = D > I ? D : I;
+    double *H = buf;
+    float *gu = (float *)(H + hmax * hmax), *dn = gu + G2 * D, *xr = dn + D * I, *h2 = xr + j->most * D, *act = h2 + j->most * G2;
+    const int be = j->bits[(size_t)j->l * (size_t)E + (size_t)e];
+    struct mode_mat mg, mu, md;
+    int rc;
+    if ((rc = mode_model_expert(m, j->l, e, MODE_PROJ_GATE, &mg, err)) || (rc = mode_model_expert(m, j->l, e, MODE_PROJ_UP, &mu, err)) ||
+        (rc = mode_model_expert(m, j->l, e, MODE_PROJ_DOWN, &md, err)) || (rc = mode_mat_to_f32(&mg, gu, err)) ||
+        (rc = mode_mat_to_f32(&mu, gu + I * D, err)) || (rc = mode_mat_to_f32(&md, dn, err)))
+        return rc;
+    int64_t n = 0;
+    for (int64_t r = 0; r < N; r++)
+        for (int q = 0; q < c->k; q++)
+            if (c->ex[r * c->k + q] == e) {
+                memcpy(xr + n * D, c->x + r * D, sizeof *xr * (size_t)D);
+                n++;
+                break;
+            }
+    L->tokens[e] = n;
+    struct mode_pack_proj *pg = &L->proj[e * 3], *pu = pg + 1, *pd = pg + 2;
+    if (be >= 16) {
+        for (int p = 0; p < 3; p++) {
+            struct mode_pack_proj *pp = &L->proj[e * 3 + p];
+            pp->bits = 16, pp->n = p == 2 ? D : I, pp->k = p == 2 ? I : D;
+            pp->weight = malloc(sizeof *pp->weight * (size_t)(I * D));
+            if (!pp->weight) return mode_err_oom(err, (size_t)(I * D) * 4, "an expert");
+            memcpy(pp->weight, p == 2 ? dn : gu + (p ? I * D : 0), sizeof *pp->weight * (size_t)(I * D));
+            pp->deq = pp->weight;
+        }
+        return MODE_OK;
+    }
+    const bool gptq = n >= o->min_tokens && n > 0;
+    if (gptq && (rc = hessian_of(xr, n, D, H, err))) return rc;
+    c->gu[e] = malloc(sizeof *c->gu[e] * (size_t)(G2 * D));
+    c->dn[e] = malloc(sizeof *c->dn[e] * (size_t)(D * I));
+    if (!c->gu[e] || !c->dn[e]) return mode_err_oom(err, (size_t)(G2 * D) * 4, "an expert");
+    if ((rc = quant_proj(gu, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pg, c->gu[e], zero_lost, err)) ||
+        (rc = quant_proj(gu + I * D, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pu, c->gu[e] + I * D, zero_lost, err)))
+        return rc;
+    if (gptq) { /* the down projection's inputs through the quantized gate and up */
+        mode_gemm(n, G2, D, xr, D, c->gu[e], D, true, 0.0f, h2, G2);
+        mode_swiglu_ref(h2, n, I, act);
+        if ((rc = hessian_of(act, n, I, H, err))) return rc;
+    }
+    return quant_proj(dn, D, I, gptq ? H : NULL, be, o, o->gptq_v1, pd, c->dn[e], zero_lost, err);
+}
+
+static void expert_pack_item(void *ctx, int64_t i, int worker)
+{
+    struct expert_pack *j = ctx;
+    const int e = (int)i;
+    void *buf = mode_pool_scratch(worker, expert_pack_bytes(j)); /* sized before the run */
+    j->rc[e] = expert_pack_one(j, e, buf, &j->zero_lost[e], &j->errs[e]);
+    pthread_mutex_lock(&g_pack_lock);
+    const int done = ++j->done;
+    if (!j->rc[e] && j->o->progress) j->o->progress(j->o->progress_ctx, j->l, done, (int)j->L->n_expert);
+    pthread_mutex_unlock(&g_pack_lock);
+}
+
+/* Every expert of layer l, on the pool's threads; each expert's work is the same whichever thread
+ * does it, so the checkpoint is the same bytes at any thread count. The error of the lowest
+ * failed expert is reported. */
+static int experts_pooled(const struct mode_model *m, int l, struct cap *c, const int *bits, const struct mode_pack_opts *o,
+                          struct mode_pack_layer *L, struct mode_err *err)
+{
+    const struct mode_text_config *t = &m->cfg.text;
+    const int E = t->n_expert;
+    struct expert_pack j = {m, l, c, bits, o, L, t->n_embd, t->n_ff_exp, 1, NULL, NULL, NULL, 0};
+    /* the busiest expert's tokens: a token counts once per expert */
+    int64_t *cnt = calloc((size_t)E, sizeof *cnt);
+    j.zero_lost = calloc((size_t)E, sizeof *j.zero_lost);
+    j.rc = calloc((size_t)E, sizeof *j.rc);
+    j.errs = calloc((size_t)E, sizeof *j.errs);
+    int rc = MODE_OK;
+    if (!cnt || !j.zero_lost || !j.rc || !j.errs) {
+        rc = mode_err_oom(err, sizeof *j.errs * (size_t)E, "packing");
+        goto out;
+    }
+    for (int64_t r = 0; r < c->N; r++)
+        for (int q = 0; q < c->k; q++) {
+            const int e = c->ex[r * c->k + q];
+            bool seen = false;
+            for (int p = 0; p < q && !seen; p++) seen = c->ex[r * c->k + p] == e;
+            if (!seen && e >= 0 && e < E) cnt[e]++;
+        }
+    for (int e = 0; e < E; e++) j.most = cnt[e] > j.most ? cnt[e] : j.most;
+    const size_t bytes = expert_pack_bytes(&j);
+    for (int w = mode_pool_inside() ? mode_pool_worker() : 0, last = mode_pool_inside() ? w : mode_pool_threads() - 1; w <= last; w++)
+        if (!mode_pool_scratch(w, bytes)) {
+            rc = mode_err_oom(err, bytes, "an expert's weights, inputs and Hessian");
+            goto out;
+        }
+    mode_pool_run(E, expert_pack_item, &j);
+    for (int e = 0; e < E; e++) {
+        if (j.rc[e]) {
+            *err = j.errs[e];
+            rc = j.rc[e];
+            break;
+        }
+        L->zero_lost += j.zero_lost[e];
+        L->n_rtn += L->tokens[e] < o->min_tokens || L->tokens[e] == 0 ? (bits[(size_t)l * E + e] < 16) : 0;
+    }
+out:
+    free(cnt), free(j.zero_lost), free(j.rc), free(j.errs);
+    return rc;
+}
+
 int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, const struct mode_pack_opts *o,
                   int (*emit)(void *ctx, const struct mode_pack_layer *l, const struct mode_rt_batch *b, struct mode_err *err), void *emit_ctx,
                   struct mode_err *err)
@@ -357,7 +501,7 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
     const struct mode_model *m = rt->m;
     const struct mode_text_config *t = &m->cfg.text;
     const int E = t->n_expert;
-    const int64_t D = t->n_embd, I = t->n_ff_exp, G2 = 2 * I, qd = (int64_t)t->n_head * t->head_dim;
+    const int64_t D = t->n_embd, I = t->n_ff_exp, qd = (int64_t)t->n_head * t->head_dim;
     const bool qa = o->attn_bits > 0 && o->attn_bits < 16;
     int rc = mode_rt_vision(rt, b, err);
     if (rc) return rc;
@@ -374,13 +518,14 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
     }
     int64_t hmax = D > I ? D : I;
     if (qa && qd > hmax) hmax = qd;
-    float *snap = malloc(sizeof *snap * nd), *xr = malloc(sizeof *xr * nd), *gu = malloc(sizeof *gu * (size_t)(G2 * D)),
-          *dn = malloc(sizeof *dn * (size_t)(D * I)), *h2 = malloc(sizeof *h2 * (size_t)(N * G2)), *act = malloc(sizeof *act * (size_t)(N * I));
+    /* the snapshot of a layer's input, and the attention's Hessian (the experts' buffers are
+     * their workers': experts_pooled) */
+    float *snap = malloc(sizeof *snap * nd);
     double *H = malloc(sizeof *H * (size_t)(hmax * hmax));
     struct mode_pack_layer L = {.n_expert = E};
     L.proj = calloc((size_t)E * 3, sizeof *L.proj);
     L.tokens = calloc((size_t)E, sizeof *L.tokens);
-    if (!c.x || !c.ex || !c.gu || !c.dn || (qa && (!c.xa || !c.oa)) || !snap || !xr || !gu || !dn || !h2 || !act || !H || !L.proj ||
+    if (!c.x || !c.ex || !c.gu || !c.dn || (qa && (!c.xa || !c.oa)) || !snap || !H || !L.proj ||
         !L.tokens) {
         rc = mode_err_oom(err, nd * 12, "packing");
         goto out;
@@ -417,57 +562,7 @@ int mode_pack_run(struct mode_rt *rt, struct mode_rt_batch *b, const int *bits, 
             rc = experts_batched(m, l, &c, bits, o, &L, err);
             if (rc) break;
         }
-        for (int e = 0; moe && !(o->batched || o->device == MODE_DEVICE_CUDA) && e < E && !rc; e++) {
-            const int be = bits[(size_t)l * E + e];
-            struct mode_mat mg, mu, md;
-            if ((rc = mode_model_expert(m, l, e, MODE_PROJ_GATE, &mg, err)) || (rc = mode_model_expert(m, l, e, MODE_PROJ_UP, &mu, err)) ||
-                (rc = mode_model_expert(m, l, e, MODE_PROJ_DOWN, &md, err)) || (rc = mode_mat_to_f32(&mg, gu, err)) ||
-                (rc = mode_mat_to_f32(&mu, gu + I * D, err)) || (rc = mode_mat_to_f32(&md, dn, err)))
-                break;
-            int64_t n = 0;
-            for (int64_t r = 0; r < N; r++)
-                for (int j = 0; j < c.k; j++)
-                    if (c.ex[r * c.k + j] == e) {
-                        memcpy(xr + n * D, c.x + r * D, sizeof *xr * (size_t)D);
-                        n++;
-                        break;
-                    }
-            L.tokens[e] = n;
-            struct mode_pack_proj *pg = &L.proj[e * 3], *pu = pg + 1, *pd = pg + 2;
-            if (be >= 16) {
-                for (int p = 0; p < 3; p++) {
-                    struct mode_pack_proj *pp = &L.proj[e * 3 + p];
-                    pp->bits = 16, pp->n = p == 2 ? D : I, pp->k = p == 2 ? I : D;
-                    pp->weight = malloc(sizeof *pp->weight * (size_t)(I * D));
-                    if (!pp->weight) {
-                        rc = mode_err_oom(err, (size_t)(I * D) * 4, "an expert");
-                        break;
-                    }
-                    memcpy(pp->weight, p == 2 ? dn : gu + (p ? I * D : 0), sizeof *pp->weight * (size_t)(I * D));
-                    pp->deq = pp->weight;
-                }
-                continue;
-            }
-            const bool gptq = n >= o->min_tokens && n > 0;
-            L.n_rtn += !gptq;
-            if (gptq && (rc = hessian_of(xr, n, D, H, err))) break;
-            c.gu[e] = malloc(sizeof *c.gu[e] * (size_t)(G2 * D));
-            c.dn[e] = malloc(sizeof *c.dn[e] * (size_t)(D * I));
-            if (!c.gu[e] || !c.dn[e]) {
-                rc = mode_err_oom(err, (size_t)(G2 * D) * 4, "an expert");
-                break;
-            }
-            if ((rc = quant_proj(gu, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pg, c.gu[e], &L.zero_lost, err)) ||
-                (rc = quant_proj(gu + I * D, I, D, gptq ? H : NULL, be, o, o->gptq_v1, pu, c.gu[e] + I * D, &L.zero_lost, err)))
-                break;
-            if (gptq) { /* the down projection's inputs through the quantized gate and up */
-                mode_gemm(n, G2, D, xr, D, c.gu[e], D, true, 0.0f, h2, G2);
-                mode_swiglu_ref(h2, n, I, act);
-                if ((rc = hessian_of(act, n, I, H, err))) break;
-            }
-            if ((rc = quant_proj(dn, D, I, gptq ? H : NULL, be, o, o->gptq_v1, pd, c.dn[e], &L.zero_lost, err))) break;
-            if (o->progress) o->progress(o->progress_ctx, l, e + 1, E);
-        }
+        if (moe && !(o->batched || o->device == MODE_DEVICE_CUDA) && (rc = experts_pooled(m, l, &c, bits, o, &L, err))) break;
         if (rc) break;
         if (!o->fp_inputs && moe) { /* the next layer's inputs through the quantized layer */
             c.ov_layer = l, c.attn_ov_layer = qa ? l : -1;
@@ -494,8 +589,8 @@ out:
     if (L.proj)
         for (int e = 0; e < E * 3; e++) proj_free(&L.proj[e]);
     for (int p = 0; p < 4; p++) free(c.aq[p]), proj_free(&L.attn[p]);
-    free(c.x), free(c.ex), free(c.xa), free(c.oa), free(c.gu), free(c.dn), free(snap), free(xr), free(gu), free(dn), free(h2), free(act),
-        free(H), free(L.proj), free(L.tokens);
+    free(c.x), free(c.ex), free(c.xa), free(c.oa), free(c.gu), free(c.dn), free(snap), free(H), free(L.proj),
+        free(L.tokens);
     return rc;
 }
 

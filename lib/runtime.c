@@ -6,9 +6,11 @@
 #include "rtmoe.h"
 #include "rtlayer.h"
 #include "layer.h"
+#include "pool.h"
 
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,7 +452,10 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     b->vision_done = true;
     /* the tower's scratch is its own, freed here, not the runtime's kept one: it runs once per
      * batch, and needs patches x (5 v_embd + v_ff) floats, which can be far more than a decoder
-     * layer's and would stay held through every layer */
+     * layer's and would stay held through every layer. The runtime's kept block goes back first:
+     * the tower and a decoder layer never run at once, and the block held through the tower would
+     * add a layer's scratch to the tower's peak (the next layer call maps it again, once per batch) */
+    if (b->n_image > 0) mode_arena_trim(&rt->scratch);
     struct mode_arena ar;
     mode_arena_init(&ar);
     int rc = vision(rt, b, &ar, err);
@@ -603,6 +608,110 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
     return MODE_OK;
 }
 
+/* ---- the experts of a MoE layer on the pool's threads ---- */
+
+static pthread_mutex_t g_expert_err_lock = PTHREAD_MUTEX_INITIALIZER;
+
+enum { EXPERT_ADD_ROWS = 64 };
+
+struct expert_job {
+    const struct mode_model *m;
+    int layer;
+    int64_t N, D, I;
+    int K;
+    const float *xn, *w;
+    const int32_t *experts;
+    const int64_t *order, *start, *pos;
+    const struct mode_rt_expert_override *ov;
+    float *de, *out;
+    int e0, e1;     /* the group: experts [e0, e1), their outputs at de + (order index - start[e0]) * D */
+    int64_t most;   /* rows of the busiest expert */
+    int failed;     /* an expert's weights could not be had: err (the lowest expert's) */
+    struct mode_err err;
+    int failed_expert;
+};
+
+/* a worker's buffers: gu (2I, D), dn (D, I) weights; xe (most, D) input rows, ge (most, 2I),
+ * ae (most, I), d1 (most, D) */
+static size_t expert_scratch_floats(const struct expert_job *j)
+{
+    return (size_t)(3 * j->I * j->D + j->most * (2 * j->D + 3 * j->I));
+}
+
+static int expert_scratch(struct expert_job *j, struct mode_err *err)
+{
+    const size_t n = expert_scratch_floats(j) * sizeof(float);
+    for (int w = mode_pool_inside() ? mode_pool_worker() : 0, last = mode_pool_inside() ? w : mode_pool_threads() - 1; w <= last; w++)
+        if (!mode_pool_scratch(w, n)) return mode_err_oom(err, n, "expert weights and activations");
+    return MODE_OK;
+}
+
+static void expert_item(void *ctx, int64_t i, int worker)
+{
+    struct expert_job *j = ctx;
+    const int e = j->e0 + (int)i;
+    const int64_t n = j->start[e + 1] - j->start[e], D = j->D, I = j->I, K = j->K;
+    if (!n) return;
+    float *gu = mode_pool_scratch(worker, expert_scratch_floats(j) * sizeof(float)); /* sized before the run */
+    float *dn = gu + 2 * I * D, *xe = dn + I * D, *ge = xe + j->most * D, *ae = ge + j->most * 2 * I, *d1 = ae + j->most * I;
+    const int64_t *ord = j->order + j->start[e];
+    float *de = j->de + (j->start[e] - j->start[j->e0]) * D; /* this expert's rows of the group */
+    const struct mode_rt_expert_override *ov = &j->ov[e];
+    struct mode_err err = {0};
+    bool gt = false, dt = false;
+    if ((!ov->gate_up || ov->rows) && expert_f32(j->m, j->layer, e, gu, &gt, dn, &dt, &err)) {
+        pthread_mutex_lock(&g_expert_err_lock);
+        if (!j->failed || e < j->failed_expert) j->failed = 1, j->failed_expert = e, j->err = err;
+        pthread_mutex_unlock(&g_expert_err_lock);
+        return;
+    }
+    /* pass 0: the checkpoint's weights, pass 1: the override. Each pass runs on every token of
+     * the expert, so that a token's result never depends on which other tokens share its
+     * matrix product (OpenBLAS rounds differently for other row counts): with a row mask,
+     * the tokens outside it stay bit-identical to a run without the override. */
+    for (int64_t r = 0; r < n; r++) memcpy(xe + r * D, j->xn + (ord[r] / K) * D, (size_t)D * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && !ov->gate_up) break;
+        if (pass == 0 && ov->gate_up && !ov->rows) continue;
+        const float *wgu = pass ? ov->gate_up : gu, *wdn = pass ? ov->down : dn;
+        const bool gtp = pass ? true : gt, dtp = pass ? true : dt;
+        /* the pass whose rows are all kept writes de directly; a masked override's pass 1 goes
+         * to d1, its masked rows copied over */
+        float *dst = pass == 1 && ov->rows ? d1 : de;
+        mode_gemm(n, 2 * I, D, xe, D, wgu, gtp ? D : 2 * I, gtp, 0.0f, ge, 2 * I);
+        mode_swiglu_ref(ge, n, I, ae);
+        mode_gemm(n, D, I, ae, I, wdn, dtp ? I : D, dtp, 0.0f, dst, D);
+        if (dst == d1)
+            for (int64_t r = 0; r < n; r++)
+                if (ov->rows[ord[r] / K]) memcpy(de + r * D, d1 + r * D, (size_t)D * sizeof(float));
+    }
+}
+
+/* rows [i EXPERT_ADD_ROWS, ...) add the outputs of their slots whose expert is in the group, in
+ * ascending expert order (top-k experts are distinct: the order is that of the ids) */
+static void expert_add(void *ctx, int64_t i, int worker)
+{
+    (void)worker;
+    const struct expert_job *j = ctx;
+    const int64_t K = j->K, D = j->D, r0 = i * EXPERT_ADD_ROWS, r1 = r0 + EXPERT_ADD_ROWS < j->N ? r0 + EXPERT_ADD_ROWS : j->N;
+    const int64_t base = j->start[j->e0];
+    for (int64_t row = r0; row < r1; row++) {
+        const int32_t *ex = j->experts + row * K;
+        float *o = j->out + row * D;
+        int last = -1;
+        for (int64_t k = 0; k < K; k++) { /* the next larger expert id of this row, K times */
+            int64_t best = -1;
+            for (int64_t q = 0; q < K; q++)
+                if (ex[q] > last && (best < 0 || ex[q] < ex[best])) best = q;
+            if (best < 0) break;
+            last = ex[best];
+            if (last < j->e0 || last >= j->e1) continue;
+            const float wt = j->w[row * K + best], *d = j->de + (j->pos[row * K + best] - base) * D;
+            for (int64_t c = 0; c < D; c++) o[c] += d[c] * wt;
+        }
+    }
+}
+
 static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct text_layer *w,
                struct layer_scratch *s, const struct mode_rt_hooks *hooks, struct mode_err *err)
 {
@@ -610,18 +719,15 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
     const struct mode_text_config *t = &m->cfg.text;
     const int64_t N = b->n_rows, D = t->n_embd, I = t->n_ff_exp;
     const int E = t->n_expert, K = t->n_expert_used;
-    /* logits (a product), w and experts (top-k of every row), order (every pair placed), gu and
-     * dn (an expert's weights, converted whole) are written before they are read; out sums the
-     * experts' outputs and start counts: zeroed */
+    /* logits (a product), w and experts (top-k of every row), order (every pair placed) are
+     * written before they are read; out sums the experts' outputs and start counts: zeroed */
     s->logits = scratch_raw(s->a, N * E, err, "router logits");
     s->w = scratch_raw(s->a, N * K, err, "routing");
     s->experts = mode_arena_alloc(s->a, sizeof *s->experts * (size_t)(N * K), err, "routing");
     s->out = scratch_zero(s->a, N * D, err, "activations");
     s->order = mode_arena_alloc(s->a, sizeof *s->order * (size_t)(N * K), err, "routing");
     s->start = mode_arena_calloc(s->a, (size_t)E + 1, sizeof *s->start, err, "routing");
-    s->gu = scratch_raw(s->a, 2 * I * D, err, "expert weights");
-    s->dn = scratch_raw(s->a, I * D, err, "expert weights");
-    if (!s->logits || !s->w || !s->experts || !s->out || !s->order || !s->start || !s->gu || !s->dn) return err->code;
+    if (!s->logits || !s->w || !s->experts || !s->out || !s->order || !s->start) return err->code;
     mode_gemm(N, E, D, s->xn, D, w->router, D, true, 0.0f, s->logits, E);
     mode_topk_ref(s->logits, N, E, K, t->norm_topk_prob, s->experts, s->w);
     int rc;
@@ -639,51 +745,40 @@ static int moe(const struct mode_rt *rt, struct mode_rt_batch *b, int layer, con
     for (int64_t z = 0; z < N * K; z++) s->start[s->experts[z] + 1]++;
     for (int e = 0; e < E; e++) s->start[e + 1] += s->start[e];
     int64_t *fill = mode_arena_calloc(s->a, (size_t)E, sizeof *fill, err, "routing");
-    if (!fill) return err->code;
+    int64_t *pos = mode_arena_alloc(s->a, sizeof *pos * (size_t)(N * K), err, "routing");
+    struct mode_rt_expert_override *ov = mode_arena_calloc(s->a, (size_t)E, sizeof *ov, err, "routing");
+    if (!fill || !pos || !ov) return err->code;
     for (int64_t z = 0; z < N * K; z++) {
         int e = s->experts[z];
-        s->order[s->start[e] + fill[e]++] = z;
+        pos[z] = s->start[e] + fill[e]++;
+        s->order[pos[z]] = z;
     }
     int64_t most = 0;
     for (int e = 0; e < E; e++) most = s->start[e + 1] - s->start[e] > most ? s->start[e + 1] - s->start[e] : most;
-    /* an expert's n rows of each are written (gather, products, swiglu) before they are read */
-    s->xe = scratch_raw(s->a, most * D, err, "expert activations");
-    s->ge = scratch_raw(s->a, most * 2 * I, err, "expert activations");
-    s->ae = scratch_raw(s->a, most * I, err, "expert activations");
-    s->de = scratch_raw(s->a, most * D, err, "expert activations");
-    if (!s->xe || !s->ge || !s->ae || !s->de) return err->code;
-    /* experts in ascending order, each adding its weighted output to its tokens (as index_add_) */
-    for (int e = 0; e < E; e++) {
-        int64_t n = s->start[e + 1] - s->start[e];
-        if (!n) continue;
-        const int64_t *ord = s->order + s->start[e];
-        struct mode_rt_expert_override ov = {NULL, NULL, NULL};
-        if (hooks && hooks->expert && (rc = hooks->expert(hooks->ctx, layer, e, &ov, err))) return rc;
-        bool gt = false, dt = false;
-        if ((!ov.gate_up || ov.rows) && (rc = expert_f32(m, layer, e, s->gu, &gt, s->dn, &dt, err))) return rc;
-        /* pass 0: the checkpoint's weights, pass 1: the override. Each pass runs on every token of
-         * the expert, so that a token's result never depends on which other tokens share its
-         * matrix product (OpenBLAS rounds differently for other row counts): with a row mask,
-         * the tokens outside it stay bit-identical to a run without the override. */
-        for (int64_t j = 0; j < n; j++) memcpy(s->xe + j * D, s->xn + (ord[j] / K) * D, (size_t)D * sizeof(float));
-        for (int pass = 0; pass < 2; pass++) {
-            if (pass == 1 && !ov.gate_up) break;
-            if (pass == 0 && ov.gate_up && !ov.rows) continue;
-            const float *gu = pass ? ov.gate_up : s->gu, *dn = pass ? ov.down : s->dn;
-            bool gtp = pass ? true : gt, dtp = pass ? true : dt;
-            mode_gemm(n, 2 * I, D, s->xe, D, gu, gtp ? D : 2 * I, gtp, 0.0f, s->ge, 2 * I);
-            mode_swiglu_ref(s->ge, n, I, s->ae);
-            mode_gemm(n, D, I, s->ae, I, dn, dtp ? I : D, dtp, 0.0f, s->de, D);
-            for (int64_t j = 0; j < n; j++) {
-                int64_t row = ord[j] / K;
-                bool over = ov.gate_up && (!ov.rows || ov.rows[row]);
-                if (over != (pass == 1)) continue;
-                float wt = s->w[ord[j]];
-                float *o = s->out + row * D;
-                const float *d = s->de + j * D;
-                for (int64_t c = 0; c < D; c++) o[c] += d[c] * wt;
-            }
-        }
+    /* the overrides of every expert that runs, asked in ascending order before any runs (the
+     * hook's pointers live until the block ends: runtime.h) */
+    if (hooks && hooks->expert)
+        for (int e = 0; e < E; e++)
+            if (s->start[e + 1] > s->start[e] && (rc = hooks->expert(hooks->ctx, layer, e, &ov[e], err))) return rc;
+    /* the experts run on the pool's threads, a group of consecutive experts at a time, each
+     * writing its rows' outputs (in the order of s->order) to de; then every row adds its
+     * experts' outputs in ascending expert order, as index_add_ in a loop over experts would —
+     * the same bits at any thread count. A group holds at most 2 N rows (or one expert). */
+    const int64_t cap = most > 2 * N ? most : (2 * N < N * K ? 2 * N : N * K);
+    s->de = scratch_raw(s->a, cap * D, err, "expert outputs");
+    if (!s->de) return err->code;
+    struct expert_job j = {.m = m, .layer = layer, .N = N, .D = D, .I = I, .K = K, .xn = s->xn, .w = s->w, .experts = s->experts,
+                           .order = s->order, .start = s->start, .pos = pos, .ov = ov, .de = s->de, .out = s->out, .most = most};
+    if ((rc = expert_scratch(&j, err))) return rc;
+    for (int e0 = 0; e0 < E;) {
+        int e1 = e0 + 1;
+        while (e1 < E && s->start[e1 + 1] - s->start[e0] <= cap) e1++;
+        j.e0 = e0, j.e1 = e1;
+        mode_pool_run(e1 - e0, expert_item, &j);
+        if (j.failed) return *err = j.err, err->code;
+        /* rows in chunks, each adding its slots of this group's experts */
+        mode_pool_run((N + EXPERT_ADD_ROWS - 1) / EXPERT_ADD_ROWS, expert_add, &j);
+        e0 = e1;
     }
     if (hooks && hooks->moe && (rc = hooks->moe(hooks->ctx, layer, b, s->xn, s->experts, s->w, s->out, err))) return rc;
     for (int64_t z = 0; z < N * D; z++) b->h[z] += s->out[z];

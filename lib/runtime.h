@@ -94,7 +94,9 @@ struct mode_rt_hooks {
      * of q/k/v_proj and the input o (n_rows, n_head*head_dim) of o_proj. */
     int (*attn_out)(void *ctx, int layer, const struct mode_rt_batch *b, const float *xn, const float *o,
                     struct mode_err *err);
-    /* Before an expert runs in a MoE layer: fill ov (left empty: the checkpoint's weights). */
+    /* Before the experts of a MoE layer run: fill ov (left empty: the checkpoint's weights). Called
+     * for every expert that has tokens, in ascending order, before any of them runs (they run on
+     * the pool's threads): what ov points to must stay valid until the MoE block ends. */
     int (*expert)(void *ctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err);
     /* After routing in a MoE layer: router logits (n_rows, n_expert), selected experts and
      * their weights (n_rows, k). */

@@ -153,8 +153,7 @@ void mode_die(int code, const char *fmt, ...)
 void mode_cli_blas(int64_t threads)
 {
     struct mode_err err = {0};
-    mode_ops_threads((int)threads);
-    if (mode_ops_blas_ready(&err)) mode_fail(&err);
+    if (mode_ops_blas_ready(&err) || mode_ops_threads((int)threads, &err)) mode_fail(&err);
 }
 
 void mode_fail(const struct mode_err *err)

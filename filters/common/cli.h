@@ -25,9 +25,10 @@ void mode_cli_init(const char *prog);
 noreturn void mode_die(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Dies with err's message and code. */
 noreturn void mode_fail(const struct mode_err *err);
-/* The BLAS thread count (0: OpenBLAS's default) and its buffers mapped now (mode_ops_blas_ready):
- * dies with 69 when the address space is too small, instead of hanging in a later BLAS call.
- * Call before the first BLAS call, from the thread that makes them. */
+/* The process's threads, --threads (0: the CPUs it may run on; lib/pool.h), and OpenBLAS's buffers
+ * mapped now (mode_ops_blas_ready, and each worker's at its start): dies with 69 when the address
+ * space is too small, instead of hanging in a later BLAS call. Call before the first BLAS call,
+ * from the main thread. */
 void mode_cli_blas(int64_t threads);
 /* Warning line on stderr ("prog: warning: ..."). */
 void mode_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

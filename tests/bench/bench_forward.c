@@ -99,7 +99,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s [--samples N] [--text-tokens T] [--threads K] MODEL_DIR...\n", argv[0]);
         return 64;
     }
-    mode_ops_threads(threads);
+    struct mode_err terr = {0};
+    if (mode_ops_threads(threads, &terr)) {
+        fprintf(stderr, "%s\n", terr.msg);
+        return 69;
+    }
     printf("%-28s %7s %7s %9s %9s %9s %10s %10s %10s\n", "model", "samples", "tokens", "vision_s", "layers_s", "head_s",
            "tokens/s", "peak_rss", "peak_anon");
     for (; a < argc; a++) {

@@ -93,6 +93,17 @@ int main(void)
     is_int(pass(&a, 2000), 0, "... and again");
     is_int(a.n_block, n2, "a larger pass: the block grows once, then no allocation");
 
+    /* trim: the block and extras given back, the count kept; the next passes grow it again */
+    mode_arena_alloc(&a, a.cap + 1, &err, "an extra before the trim");
+    const int64_t n3 = a.n_block;
+    mode_arena_trim(&a);
+    ok(a.base == NULL && a.cap == 0 && a.extra == NULL && a.held == 0, "trim: no block, no extra, nothing held");
+    is_int(a.n_block, n3, "... the block count kept");
+    is_int(pass(&a, 1000), 0, "a pass after the trim");
+    ok(a.n_block > n3, "... allocates again (%lld blocks)", (long long)(a.n_block - n3));
+    is_int(pass(&a, 1000), 0, "... and once more");
+    ok(a.cap >= a.peak && a.base != NULL, "... the block back, sized from the pass");
+
     /* release of extras taken after the mark */
     mode_arena_reset(&a);
     struct mode_arena_mark m1 = mode_arena_mark(&a);

@@ -376,6 +376,8 @@ struct ov_ctx {
     float *gu, *dn;
     const uint8_t *rows;
     float *moe_out; /* copy of the MoE output of `layer` */
+    float *all_gu, *all_dn; /* expert < 0: every expert's own weights, one slot each (what the hook
+                               hands over lives until the MoE block ends: runtime.h) */
 };
 
 static int ov_expert(void *vctx, int layer, int expert, struct mode_rt_expert_override *ov, struct mode_err *err)
@@ -383,18 +385,21 @@ static int ov_expert(void *vctx, int layer, int expert, struct mode_rt_expert_ov
     (void)err;
     struct ov_ctx *c = vctx;
     if (layer != c->layer || (c->expert >= 0 && expert != c->expert)) return MODE_OK;
+    float *gu = c->gu, *dn = c->dn;
     if (c->expert < 0) { /* every expert: its own weights, re-materialised in nn.Linear orientation */
         const struct mode_text_config *t = &c->m->cfg.text;
+        const size_t ne = (size_t)t->n_ff_exp * t->n_embd;
+        gu = c->all_gu + (size_t)expert * 2 * ne, dn = c->all_dn + (size_t)expert * ne;
         struct mode_mat g, u, d;
         mode_model_expert(c->m, layer, expert, MODE_PROJ_GATE, &g, err);
         mode_model_expert(c->m, layer, expert, MODE_PROJ_UP, &u, err);
         mode_model_expert(c->m, layer, expert, MODE_PROJ_DOWN, &d, err);
-        mode_mat_to_f32(&g, c->gu, err);
-        mode_mat_to_f32(&u, c->gu + (size_t)t->n_ff_exp * t->n_embd, err);
-        mode_mat_to_f32(&d, c->dn, err);
+        mode_mat_to_f32(&g, gu, err);
+        mode_mat_to_f32(&u, gu + ne, err);
+        mode_mat_to_f32(&d, dn, err);
     }
-    ov->gate_up = c->gu;
-    ov->down = c->dn;
+    ov->gate_up = gu;
+    ov->down = dn;
     ov->rows = c->rows;
     return MODE_OK;
 }
@@ -432,7 +437,8 @@ static void check_override(struct golden *g, const char *model_dir)
     float *base = malloc((size_t)(n * V) * 4), *same = malloc((size_t)(n * V) * 4);
     float *out0 = malloc((size_t)(n * D) * 4), *out1 = malloc((size_t)(n * D) * 4);
     float *gu = calloc((size_t)(2 * t->n_ff_exp * D), 4), *dn = calloc((size_t)(t->n_ff_exp * D), 4);
-    struct ov_ctx c = {&m, 1, -1, NULL, NULL, NULL, out0};
+    struct ov_ctx c = {&m, 1, -1, NULL, NULL, NULL, out0, NULL, NULL};
+    c.all_gu = calloc((size_t)(t->n_expert * 2 * t->n_ff_exp * D), 4), c.all_dn = calloc((size_t)(t->n_expert * t->n_ff_exp * D), 4);
     run_with(&m, g, &c, base);
     c.gu = gu, c.dn = dn, c.moe_out = out1;
     run_with(&m, g, &c, same);
@@ -453,7 +459,7 @@ static void check_override(struct golden *g, const char *model_dir)
     }
     is_int(text_same, text, "an override restricted to image rows leaves every text row's MoE output bit-identical");
     ok(img_changed > 0, "... and changes %lld image rows (those routed to expert 3)", (long long)img_changed);
-    free(base), free(same), free(out0), free(out1), free(gu), free(dn), free(rows);
+    free(base), free(same), free(out0), free(out1), free(gu), free(dn), free(rows), free(c.all_gu), free(c.all_dn);
     mode_model_close(&m);
 }
 
