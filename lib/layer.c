@@ -4,6 +4,7 @@
 #include "attn.h"
 #include "moe.h"
 #include "ops.h"
+#include "pool.h"
 #include "qmoe.h"
 
 #include <math.h>
@@ -28,49 +29,82 @@ static void round_bf16(const float *src, size_t n, float *dst)
  * expert X·W_gate_up and the down projection through mode_gemm (OpenBLAS, as the CPU runtime),
  * SiLU·mul between, the weighted combine over the slots in order. bf16 experts: converted to f32
  * one at a time, rows and activations rounded to bf16 as the tensor cores take them; f32
- * experts: used as they are (either orientation). */
+ * experts: used as they are (either orientation). The experts run on the pool's threads (pool.h),
+ * each writing its own rows of hh, act and y; the combine by rows: the same bits at any thread
+ * count. */
+struct moe_ref_job {
+    const struct mode_text_layer_cuda *L;
+    const struct mode_moe_route *r;
+    const float *xs;
+    float *hh, *act, *y, *out;
+};
+
+static void moe_ref_expert(void *ctx, int64_t i, int worker)
+{
+    const struct moe_ref_job *j = ctx;
+    const struct mode_text_layer_cuda *L = j->L;
+    const int e = (int)i;
+    const int64_t D = L->d, I = L->i, c = j->r->start[e + 1] - j->r->start[e], s0 = j->r->start[e];
+    if (!c) return;
+    const bool f32 = L->f32;
+    const float *g, *d;
+    const bool lin = f32 && (L->linear32_each ? L->linear32_each[e] != 0 : L->linear32);
+    if (f32) g = L->gate_up32 + (size_t)e * (size_t)(D * 2 * I), d = L->down32 + (size_t)e * (size_t)(I * D);
+    else {
+        float *gu = mode_pool_scratch(worker, sizeof *gu * (size_t)(3 * I * D)), *dn = gu + 2 * I * D; /* sized before the run */
+        for (size_t z = 0; z < (size_t)(D * 2 * I); z++) gu[z] = mode_bf16_to_f32(L->experts.gate_up[(size_t)e * (size_t)(D * 2 * I) + z]);
+        for (size_t z = 0; z < (size_t)(I * D); z++) dn[z] = mode_bf16_to_f32(L->experts.down[(size_t)e * (size_t)(I * D) + z]);
+        g = gu, d = dn;
+    }
+    mode_gemm(c, 2 * I, D, j->xs + s0 * D, D, g, lin ? D : 2 * I, lin, 0.0f, j->hh + s0 * 2 * I, 2 * I);
+    mode_swiglu_ref(j->hh + s0 * 2 * I, c, I, j->act + s0 * I);
+    if (!f32) round_bf16(j->act + s0 * I, (size_t)(c * I), j->act + s0 * I);
+    mode_gemm(c, D, I, j->act + s0 * I, I, d, lin ? I : D, lin, 0.0f, j->y + s0 * D, D);
+}
+
+enum { COMBINE_ROWS = 64 };
+
+static void moe_ref_combine(void *ctx, int64_t i, int worker)
+{
+    (void)worker;
+    const struct moe_ref_job *j = ctx;
+    const int64_t D = j->L->d, k = j->r->k, n = j->r->T, t0 = i * COMBINE_ROWS, t1 = t0 + COMBINE_ROWS < n ? t0 + COMBINE_ROWS : n;
+    for (int64_t t = t0; t < t1; t++)
+        for (int64_t col = 0; col < D; col++) {
+            float acc = 0.f;
+            for (int64_t q = 0; q < k; q++) acc += j->r->weights[t * k + q] * j->y[(size_t)j->r->slot[t * k + q] * (size_t)D + (size_t)col];
+            j->out[t * D + col] = acc;
+        }
+}
+
 int mode_text_moe_ref(const struct mode_text_layer_cuda *L, const struct mode_moe_route *r, const float *x, float *out, struct mode_err *err)
 {
     const int64_t D = L->d, I = L->i, k = r->k, n = r->T, P = n * k;
     const bool f32 = L->f32;
-    const int32_t *order = r->order, *slot = r->slot;
-    const int64_t *start = r->start;
-    float *gu = f32 ? NULL : malloc(sizeof *gu * (size_t)(D * 2 * I)), *dn = f32 ? NULL : malloc(sizeof *dn * (size_t)(I * D)),
-          *xs = malloc(sizeof *xs * (size_t)(P * D + 1)), *hh = malloc(sizeof *hh * (size_t)(P * 2 * I + 1)),
+    const int32_t *order = r->order;
+    float *xs = malloc(sizeof *xs * (size_t)(P * D + 1)), *hh = malloc(sizeof *hh * (size_t)(P * 2 * I + 1)),
           *act = malloc(sizeof *act * (size_t)(P * I + 1)), *y = malloc(sizeof *y * (size_t)(P * D + 1));
     int rc = MODE_OK;
-    if ((!f32 && (!gu || !dn)) || !xs || !hh || !act || !y) {
+    if (!xs || !hh || !act || !y) {
         rc = mode_err_oom(err, (size_t)(P * (2 * D + 3 * I)) * 4, "the layer reference's experts");
         goto out;
     }
+    if (!f32) /* every worker's bf16 -> f32 expert before the run */
+        for (int w = mode_pool_inside() ? mode_pool_worker() : 0, last = mode_pool_inside() ? w : mode_pool_threads() - 1; w <= last; w++)
+            if (!mode_pool_scratch(w, sizeof(float) * (size_t)(3 * I * D))) {
+                rc = mode_err_oom(err, sizeof(float) * (size_t)(3 * I * D), "the layer reference's experts");
+                goto out;
+            }
     for (int64_t p = 0; p < P; p++) {
         const float *src = x + (size_t)(order[p] / k) * (size_t)D;
         if (f32) memcpy(xs + (size_t)p * (size_t)D, src, sizeof *xs * (size_t)D);
         else round_bf16(src, (size_t)D, xs + (size_t)p * (size_t)D);
     }
-    for (int e = 0; e < L->n_expert; e++) {
-        const int64_t c = start[e + 1] - start[e], s0 = start[e];
-        if (!c) continue;
-        const float *g = gu, *d = dn;
-        const bool lin = f32 && (L->linear32_each ? L->linear32_each[e] != 0 : L->linear32);
-        if (f32) g = L->gate_up32 + (size_t)e * (size_t)(D * 2 * I), d = L->down32 + (size_t)e * (size_t)(I * D);
-        else {
-            for (size_t z = 0; z < (size_t)(D * 2 * I); z++) gu[z] = mode_bf16_to_f32(L->experts.gate_up[(size_t)e * (size_t)(D * 2 * I) + z]);
-            for (size_t z = 0; z < (size_t)(I * D); z++) dn[z] = mode_bf16_to_f32(L->experts.down[(size_t)e * (size_t)(I * D) + z]);
-        }
-        mode_gemm(c, 2 * I, D, xs + s0 * D, D, g, lin ? D : 2 * I, lin, 0.0f, hh + s0 * 2 * I, 2 * I);
-        mode_swiglu_ref(hh + s0 * 2 * I, c, I, act + s0 * I);
-        if (!f32) round_bf16(act + s0 * I, (size_t)(c * I), act + s0 * I);
-        mode_gemm(c, D, I, act + s0 * I, I, d, lin ? I : D, lin, 0.0f, y + s0 * D, D);
-    }
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t col = 0; col < D; col++) {
-            float acc = 0.f;
-            for (int64_t j = 0; j < k; j++) acc += r->weights[t * k + j] * y[(size_t)slot[t * k + j] * (size_t)D + (size_t)col];
-            out[t * D + col] = acc;
-        }
+    struct moe_ref_job j = {L, r, xs, hh, act, y, out};
+    mode_pool_run(L->n_expert, moe_ref_expert, &j);
+    mode_pool_run((n + COMBINE_ROWS - 1) / COMBINE_ROWS, moe_ref_combine, &j);
 out:
-    free(gu), free(dn), free(xs), free(hh), free(act), free(y);
+    free(xs), free(hh), free(act), free(y);
     return rc;
 }
 

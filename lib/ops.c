@@ -171,7 +171,9 @@ struct rows_job {
     float *y;
     float eps;
     int64_t n, d, ld, rows; /* rows: per chunk */
-    int n_head, head_dim;
+    int n_head, head_dim; /* mode_topk_ref: n_head is k */
+    int32_t *idx;
+    bool norm;
 };
 
 static void rows_item(void *ctx, int64_t i, int worker)
@@ -345,30 +347,37 @@ void mode_mrope_angles_ref(const int32_t *pos, int64_t n, int head_dim, const in
         }
 }
 
-void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w)
+static void topk_rows(const struct rows_job *j, int64_t r0, int64_t r1)
 {
+    const int n_expert = (int)j->d, k = j->n_head;
     float p[MODE_TOPK_MAX_EXPERTS];
-    for (int64_t i = 0; i < n; i++) {
-        const float *l = logits + i * n_expert;
+    for (int64_t i = r0; i < r1; i++) {
+        const float *l = j->x + i * n_expert;
         memcpy(p, l, (size_t)n_expert * sizeof *p);
-        mode_softmax_ref(p, 1, n_expert);
-        int32_t *ii = idx + i * k;
-        float *wi = w + i * k;
+        mode_vsoftmax_row(p, n_expert);
+        int32_t *ii = j->idx + i * k;
+        float *wi = j->y + i * k;
         /* selection: k passes for the largest remaining; stable on ties (lower index first) */
-        for (int j = 0; j < k; j++) {
+        for (int q = 0; q < k; q++) {
             int best = -1;
             for (int e = 0; e < n_expert; e++) {
                 bool taken = false;
-                for (int t = 0; t < j && !taken; t++) taken = ii[t] == e;
+                for (int t = 0; t < q && !taken; t++) taken = ii[t] == e;
                 if (!taken && (best < 0 || p[e] > p[best])) best = e;
             }
-            ii[j] = best;
-            wi[j] = p[best];
+            ii[q] = best;
+            wi[q] = p[best];
         }
-        if (norm) {
-            float s = 0;
-            for (int j = 0; j < k; j++) s += wi[j];
-            for (int j = 0; j < k; j++) wi[j] /= s;
+        if (j->norm) {
+            float sum = 0;
+            for (int q = 0; q < k; q++) sum += wi[q];
+            for (int q = 0; q < k; q++) wi[q] /= sum;
         }
     }
+}
+
+void mode_topk_ref(const float *logits, int64_t n, int n_expert, int k, bool norm, int32_t *idx, float *w)
+{
+    struct rows_job j = {.op = topk_rows, .x = logits, .y = w, .idx = idx, .norm = norm, .n = n, .d = n_expert, .n_head = k};
+    rows_run(&j, (int64_t)n_expert * (k + 2));
 }

@@ -13,7 +13,9 @@
  * after one warm-up call. Flops counted: projections 2·n·d·(qd + 2·kvd) and 2·n·qd·d, attention
  * 2·L·(L+1)·hd·heads per causal sequence, router 2·n·d·E, experts 2·n·k·3·d·i.
  *
- *   make CUDA=1 bench && build/bench/bench_layer [REPEATS [GPTQ_LAYER_MS [HESSIANS_MS]]]
+ *   make CUDA=1 bench && build/bench/bench_layer [--threads N] [REPEATS [GPTQ_LAYER_MS [HESSIANS_MS]]]
+ *   (--threads: the pool's threads for the CPU row, default 1; the row also prints OpenBLAS's
+ *   sgemm rate on one thread and mode_gemm's on N, measured in the same run.)
  *   (GPTQ_LAYER_MS: bench_gptq's "layer, all 128 experts" at one width; HESSIANS_MS: its
  *   "hessians" row; without them the pack estimate says so.) Without a GPU: the CPU row only.
  */
@@ -201,8 +203,37 @@ out:
     return rc;
 }
 
+/* OpenBLAS's sgemm rate on this machine, GFLOP/s: mode_gemm of 2048^3 (its tiles of 256 rows,
+ * one OpenBLAS call each) on one thread, and on the pool's `threads`; the best of three */
+static void sgemm_rate(int threads, double *one, double *pool)
+{
+    enum { S = 2048 };
+    float *a = f32_rand((size_t)S * S, -1, 1), *b = f32_rand((size_t)S * S, -1, 1), *c = malloc(sizeof *c * (size_t)S * S);
+    *one = *pool = -1;
+    if (!a || !b || !c) return;
+    const double fl = 2.0 * S * S * S;
+    struct mode_err err = {0};
+    for (int q = 0; q < 2; q++) {
+        if (mode_ops_threads(q ? threads : 1, &err)) break;
+        for (int r = 0; r < 3; r++) {
+            const double t0 = now();
+            mode_gemm_cpu(S, S, S, a, S, b, S, true, 0.0f, c, S);
+            const double g = fl / ((now() - t0) * 1e9);
+            if (g > (q ? *pool : *one)) *(q ? pool : one) = g;
+        }
+    }
+    free(a), free(b), free(c);
+}
+
 int main(int argc, char **argv)
 {
+    int threads = 1;
+    if (argc > 2 && !strcmp(argv[1], "--threads")) threads = atoi(argv[2]), argc -= 2, argv += 2;
+    struct mode_err terr = {0};
+    if (mode_ops_threads(threads, &terr)) {
+        fprintf(stderr, "bench_layer: %s\n", terr.msg);
+        return 69;
+    }
     const int reps = argc > 1 && atoi(argv[1]) > 0 ? (atoi(argv[1]) < MAXREP ? atoi(argv[1]) : MAXREP) : 5;
     const double gptq_ms = argc > 2 ? atof(argv[2]) : 0, hess_ms = argc > 3 ? atof(argv[3]) : 0;
     struct mode_err err = {0};
@@ -244,7 +275,7 @@ int main(int argc, char **argv)
     }
     if (rc) {
         fprintf(stderr, "bench_layer: GPU rows not run: %s\n", err.msg);
-        snprintf(dev, sizeof dev, "GPU rows not run: %s", err.msg);
+        snprintf(dev, sizeof dev, "GPU rows not run: %.1000s", err.msg);
     }
     free(h0);
     /* the CPU, one sequence */
@@ -266,9 +297,16 @@ int main(int argc, char **argv)
             else printf(" %12s %10s", "-", "-");
         printf("\n");
     }
-    if (cpu_ms >= 0)
-        printf("%-36s %10.1f %12s %10s %12.1f %10.3f   (one sequence: %.1f ms, x %d)\n", "cpu: layer (mode_text_layer_ref, f32)", fl[4] / 1e9, "",
-               "", cpu_ms * NSEQ, fl[4] / (cpu_ms * NSEQ * 1e9), cpu_ms, NSEQ);
+    if (cpu_ms >= 0) {
+        double one, pool;
+        sgemm_rate(threads, &one, &pool);
+        const double rate = fl[4] / (cpu_ms * NSEQ * 1e6); /* GFLOP/s */
+        printf("%-36s %10.1f %12s %10s %12.1f %10.3f   (one sequence: %.1f ms, x %d; %d thread%s)\n", "cpu: layer (mode_text_layer_ref, f32)",
+               fl[4] / 1e9, "", "", cpu_ms * NSEQ, fl[4] / (cpu_ms * NSEQ * 1e9), cpu_ms, NSEQ, threads, threads == 1 ? "" : "s");
+        printf("cpu: layer %.1f GFLOP/s; sgemm 2048^3 (OpenBLAS) on one thread %.1f GFLOP/s (the layer at %.0f%% of it per thread), "
+               "on %d thread%s %.1f GFLOP/s\n",
+               rate, one, 100 * rate / (one * threads), threads, threads == 1 ? "" : "s", pool);
+    }
     if (med[1][4] > 0 && cpu_ms > 0) printf("f32 GPU over the CPU: %.0fx; bf16 over f32: %.1fx\n", cpu_ms * NSEQ / med[1][4], med[1][4] / med[0][4]);
     /* the pipeline estimate */
     printf("\nEstimate: MODE on Qwen3-VL-30B-A3B (%d MoE layers), %d samples x %d tokens, f32 layer passes; seconds\n", N_LAYER, NSEQ, SEQ);
