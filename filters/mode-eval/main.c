@@ -26,7 +26,7 @@ static const char usage_text[] =
     "      --batch-tokens N   tokens run through the model together (default 16384)\n"
     "      --device D         cpu, cuda (the large matrix products through cuBLAS; packed MoE layers on the GPU kernels)\n"
     "                         or auto (default: cuda when usable)\n"
-    "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "      --threads N        threads in all (default: the CPUs this process may use)\n"
     "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
     "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"

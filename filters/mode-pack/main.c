@@ -48,7 +48,7 @@ static const char usage_text[] =
     "      --resume           continue an interrupted run from OUTDIR.resume/\n"
     "      --device D         cpu, cuda (the experts' Hessians and GPTQ in batches, and the forward passes,\n"
     "                         on the GPU) or auto (default: cuda when usable)\n"
-    "      --threads N        BLAS threads\n"
+    "      --threads N        threads in all (default: the CPUs this process may use)\n"
     "      --base-model NAME  the source model's name in the model card (default: config.json's\n"
     "                         _name_or_path, a Hugging Face cache's repository, or DIR's name)\n"
     "      --card-eval FILE   mode-eval's JSON output, a column of the card's evaluation table (up to 8)\n"

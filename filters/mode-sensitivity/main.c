@@ -36,7 +36,7 @@ static const char usage_text[] =
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
     "      --device D         cpu, cuda (the MoE layers' forward passes on the GPU)\n"
     "                         or auto (default: cuda when usable)\n"
-    "      --threads N        BLAS threads (default: all cores, or OPENBLAS_NUM_THREADS)\n"
+    "      --threads N        threads in all (default: the CPUs this process may use)\n"
     "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
     "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
     "  -h, --help             this text;  -V, --version  the version\n"
