@@ -58,8 +58,9 @@ struct mode_rgb {
 /* What becomes of transparency on conversion to RGB (mode-tokenize --alpha; its man page says
  * which reference does which):
  * MODE_ALPHA_DROP   the alpha is dropped, a pixel keeps its stored colour: PIL's convert("RGB"),
- *                   what transformers 5.17 does with an image given as a path or a PIL image and
- *                   5.25 with one given as a path (torchvision's decode_image, mode RGB).
+ *                   what transformers 5.17 does with a PIL image, and 5.17 and 5.25 with an image
+ *                   given as a path (torchvision's decode_image, mode RGB; equal to PIL for 8-bit
+ *                   files, while of a 16-bit PNG it passes 16-bit samples on unscaled).
  * MODE_ALPHA_WHITE  composited over opaque white with PIL's alpha_composite (7 fraction bits, two
  *                   roundings): transformers 5.25's convert_to_rgb given a PIL image, as Qwen's
  *                   own utilities do. A colour key (tRNS of a grey or RGB image) makes the pixels
