@@ -159,7 +159,7 @@ static int image(const struct mode_chat_ctx *c, struct build *b, const char *pat
     if (rc) return rc;
     const char *file = resolved ? resolved : full;
     struct mode_rgb img, rs;
-    rc = mode_rgb_load(file, &img, b->err);
+    rc = mode_rgb_load_alpha(file, c->alpha, &img, b->err);
     if (rc) {
         free(resolved);
         return rc;

@@ -16,13 +16,15 @@
  * "assistant\n" and the answer included; the answer's first token is found by encoding the role
  * line on its own (with Qwen's pre-tokenizer the newline always ends a piece).
  *
- * Images: decoded and converted (image.h), resized to smart_resize's size with the preprocessor's
- * pixel bounds, stored as 8-bit pixels (1, H, W, 3) with grid (1, H/patch, W/patch).
+ * Images: decoded and converted (image.h, transparency as the context's alpha says), resized to
+ * smart_resize's size with the preprocessor's pixel bounds, stored as 8-bit pixels (1, H, W, 3)
+ * with grid (1, H/patch, W/patch).
  */
 #ifndef MODE_CHAT_H
 #define MODE_CHAT_H
 
 #include "config.h"
+#include "image.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -51,6 +53,8 @@ struct mode_chat_ctx {
     bool confine;                    /* image paths must stay inside root (mode-tokenize --root):
                                         absolute ones and ones that resolve outside it, through
                                         ".." or symbolic links, are MODE_EDATA */
+    enum mode_alpha alpha;           /* transparency on conversion to RGB (mode-tokenize --alpha);
+                                        MODE_ALPHA_DROP after mode_chat_init */
     int32_t id_im_start, id_im_end, id_vision_start, id_vision_end, id_image_pad;
 };
 

@@ -104,10 +104,19 @@ static int orient(struct mode_rgb *img, int o, const char *name, struct mode_err
     return MODE_OK;
 }
 
-/* transformers 5.17 converts with PIL's convert("RGB"), which drops the alpha channel: a
- * transparent pixel keeps its stored colour (the RGBA and LA goldens agree with that exactly, not
- * with compositing over white or black) */
-static uint8_t drop_alpha(unsigned c, unsigned a) { return (void)a, (uint8_t)c; }
+/* PIL's alpha_composite of a pixel of colour c and alpha a over opaque white (AlphaComposite.c,
+ * with dst = (255, 255, 255, 255)): the colour weight src.a * 255 * 255 * 2^7 / outa255 is
+ * exactly a * 2^7 here, and the division by 255 is PIL's SHIFTFORDIV255 ((x >> 8) + x) >> 8 with
+ * rounding terms; a = 0 copies the white. Over all 65536 (c, a) this equals
+ * round(a/255 c + (1 - a/255) 255), transformers' blend of an RGBA array
+ * (tests/fixtures/preprocess-alpha/README.json); the integers are PIL's. */
+static uint8_t over_white(unsigned c, unsigned a)
+{
+    if (a == 0) return 255;
+    const uint32_t coef1 = a << 7, coef2 = (255u << 7) - coef1;
+    const uint32_t t = c * coef1 + 255u * coef2 + (0x80u << 7);
+    return (uint8_t)((((t >> 8) + t) >> 8) >> 7);
+}
 
 /* ---- PNG -------------------------------------------------------------------------------------- */
 
@@ -141,7 +150,8 @@ static void png_mem_read(png_structp png, png_bytep out, png_size_t n)
     c->src.off += n;
 }
 
-static int decode_png(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err)
+static int decode_png(const uint8_t *data, size_t n, const char *name, enum mode_alpha alpha, struct mode_rgb *img,
+                      struct mode_err *err)
 {
     struct png_ctx ctx = {.src = {data, n, 0}};
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &ctx, png_fail, png_quiet);
@@ -167,21 +177,37 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
         png_destroy_read_struct(&png, &info, NULL);
         return rc;
     }
-    const bool trns = png_get_valid(png, info, PNG_INFO_tRNS);
-    const bool alpha = (ctype & PNG_COLOR_MASK_ALPHA) || trns;
     static const char *const ct[] = {"grey", "?", "RGB", "palette", "grey+alpha", "?", "RGBA"};
     snprintf(img->kind, sizeof img->kind, "PNG %s %d-bit", ctype <= 6 ? ct[ctype] : "?", depth);
-    /* to 8-bit RGB or RGBA */
+    /* to 8-bit RGB or RGBA, or 16-bit grey, as PIL reads them: a palette's tRNS becomes alpha
+     * (PIL's P to RGBA); a colour key does not: PIL compares it with the converted 8-bit
+     * samples, below */
+    const bool grey16 = ctype == PNG_COLOR_TYPE_GRAY && depth == 16;
+    bool keyed = false;
+    uint8_t key[3] = {0, 0, 0};
+    if (png_get_valid(png, info, PNG_INFO_tRNS)) {
+        if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_tRNS_to_alpha(png);
+        else {
+            png_bytep ta = NULL;
+            int tn = 0;
+            png_color_16p tc = NULL;
+            if (png_get_tRNS(png, info, &ta, &tn, &tc) && tc) {
+                keyed = true;
+                /* PngImagePlugin: a 1-bit key is 255 when nonzero; others are the raw 16-bit
+                 * values, of which ImagingConvertTransparent compares the low byte */
+                if (ctype == PNG_COLOR_TYPE_GRAY) key[0] = key[1] = key[2] = depth == 1 ? (tc->gray ? 255 : 0) : (uint8_t)tc->gray;
+                else key[0] = (uint8_t)tc->red, key[1] = (uint8_t)tc->green, key[2] = (uint8_t)tc->blue;
+            }
+        }
+    }
     if (ctype == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
     if (ctype == PNG_COLOR_TYPE_GRAY && depth < 8) png_set_expand_gray_1_2_4_to_8(png);
-    if (trns) png_set_tRNS_to_alpha(png);
-    if (depth == 16) png_set_strip_16(png);
-    if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
+    if (depth == 16 && !grey16) png_set_strip_16(png); /* the high byte, as PIL's RGB;16B, RGBA;16B, LA;16B */
+    if ((ctype == PNG_COLOR_TYPE_GRAY && !grey16) || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(png);
     png_set_interlace_handling(png);
     png_read_update_info(png, info);
     const int ch = png_get_channels(png, info);
-    if (ch != 3 && ch != 4) png_error(png, "unexpected channel layout");
-    (void)alpha;
+    if (grey16 ? ch != 1 : ch != 3 && ch != 4) png_error(png, "unexpected channel layout");
     rc = alloc_rgb(img, (int)w, (int)h, name, err);
     if (rc) {
         png_destroy_read_struct(&png, &info, NULL);
@@ -202,12 +228,23 @@ static int decode_png(const uint8_t *data, size_t n, const char *name, struct mo
     png_uint_32 exif_n = 0;
     if (png_get_eXIf_1(png, info, &exif_n, &exif) && exif) orientation = mode_exif_orientation(exif, exif_n);
 #endif
+    const bool white = alpha == MODE_ALPHA_WHITE;
     for (png_uint_32 y = 0; y < h; y++) {
         const uint8_t *s = rows[y];
         uint8_t *d = img->px + (size_t)y * w * 3;
-        for (png_uint_32 x = 0; x < w; x++, s += ch, d += 3) {
-            if (ch == 4) d[0] = drop_alpha(s[0], s[3]), d[1] = drop_alpha(s[1], s[3]), d[2] = drop_alpha(s[2], s[3]);
-            else d[0] = s[0], d[1] = s[1], d[2] = s[2];
+        for (png_uint_32 x = 0; x < w; x++, d += 3) {
+            if (grey16) {
+                /* PIL's I;16 to L/RGB clips (I16_RGB): 0x1234 is 255, not 0x12 */
+                const unsigned v = (unsigned)s[0] << 8 | s[1];
+                d[0] = d[1] = d[2] = v > 255 ? 255 : (uint8_t)v;
+                s += 2;
+            } else {
+                d[0] = s[0], d[1] = s[1], d[2] = s[2];
+                if (ch == 4 && white) d[0] = over_white(s[0], s[3]), d[1] = over_white(s[1], s[3]), d[2] = over_white(s[2], s[3]);
+                s += ch;
+            }
+            /* a colour key: alpha 0 there, which alpha_composite turns white */
+            if (keyed && white && d[0] == key[0] && d[1] == key[1] && d[2] == key[2]) d[0] = d[1] = d[2] = 255;
         }
     }
     png_destroy_read_struct(&png, &info, NULL);
@@ -284,15 +321,16 @@ static int decode_jpeg(const uint8_t *data, size_t n, const char *name, struct m
     return orient(img, orientation, name, err);
 }
 
-int mode_rgb_decode(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err)
+int mode_rgb_decode_alpha(const uint8_t *data, size_t n, const char *name, enum mode_alpha alpha, struct mode_rgb *img,
+                          struct mode_err *err)
 {
     memset(img, 0, sizeof *img);
-    if (n >= 8 && !memcmp(data, "\x89PNG\r\n\x1a\n", 8)) return decode_png(data, n, name, img, err);
+    if (n >= 8 && !memcmp(data, "\x89PNG\r\n\x1a\n", 8)) return decode_png(data, n, name, alpha, img, err);
     if (n >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) return decode_jpeg(data, n, name, img, err);
     return mode_err_set(err, MODE_EDATA, "%s: not a PNG or JPEG image", name);
 }
 
-int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err)
+int mode_rgb_load_alpha(const char *path, enum mode_alpha alpha, struct mode_rgb *img, struct mode_err *err)
 {
     memset(img, 0, sizeof *img);
     char *data;
@@ -301,9 +339,19 @@ int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err)
      * being refused, a FIFO without a writer would block */
     int rc = mode_read_regular_file(path, MODE_IMAGE_MAX_FILE, &data, &n, err);
     if (rc) return rc;
-    rc = mode_rgb_decode((const uint8_t *)data, n, path, img, err);
+    rc = mode_rgb_decode_alpha((const uint8_t *)data, n, path, alpha, img, err);
     free(data);
     return rc;
+}
+
+int mode_rgb_decode(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err)
+{
+    return mode_rgb_decode_alpha(data, n, name, MODE_ALPHA_DROP, img, err);
+}
+
+int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err)
+{
+    return mode_rgb_load_alpha(path, MODE_ALPHA_DROP, img, err);
 }
 
 /* ---- sizes and resampling --------------------------------------------------------------------- */
@@ -329,55 +377,81 @@ int mode_smart_resize(int h, int w, int factor, int64_t min_pixels, int64_t max_
     return MODE_OK;
 }
 
+/* torch's antialiased cubic filter, Keys' a = -0.5 as PIL (HelperInterpCubic::aa_filter with
+ * UpSample.h's cubic_convolution1/2), evaluated in the same order: the weights are quantised
+ * from these doubles, so another but equal polynomial could round a weight the other way */
 static double bicubic(double x)
 {
     const double a = -0.5;
     x = fabs(x);
     if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
-    if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+    if (x < 2) return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a;
     return 0;
 }
 
-/* PIL's 8-bit resampling arithmetic (which torchvision's uint8 antialias path reproduces):
- * normalised weights in fixed point with 22 fraction bits, each pass rounded and clipped to 8
- * bits */
-enum { PREC = 22 };
+/* The taps of one pass, as torch's _compute_index_ranges_int16_weights with antialias
+ * (UpSampleKernel.cpp): output sample i reads input [lo[i], lo[i] + cnt[i]) with the int16
+ * weights w[i * kmax ...], which have prec fraction bits: prec is the first p in 0..21 at which
+ * round(wt_max * 2^(p + 1)) reaches 2^15 (22 if none), wt_max the largest normalised weight of
+ * the pass, so that wt_max * 2^prec still fits in an int16. */
+struct taps {
+    int *lo, *cnt;
+    int16_t *w; /* (out, kmax) */
+    int kmax, prec;
+};
 
-static uint8_t clip8(int64_t v)
-{
-    if (v >= (INT64_C(1) << (PREC + 8))) return 255;
-    if (v <= 0) return 0;
-    return (uint8_t)(v >> PREC);
-}
+static void taps_free(struct taps *t) { free(t->lo), free(t->cnt), free(t->w); }
 
-/* weights of output sample i over [lo[i], lo[i] + cnt[i]) of the input, as PIL's precompute_coeffs */
-static int coeffs(int in, int out, int **lo, int **cnt, int32_t **w, int *kmax)
+static int taps_init(struct taps *t, int in, int out)
 {
-    const double scale = (double)in / out, fs = scale > 1 ? scale : 1, support = 2 * fs;
-    *kmax = (int)ceil(support) * 2 + 1;
-    *lo = malloc(sizeof **lo * (size_t)out);
-    *cnt = malloc(sizeof **cnt * (size_t)out);
-    *w = calloc((size_t)out * (size_t)*kmax, sizeof **w);
-    double *k = malloc(sizeof *k * (size_t)*kmax);
-    if (!*lo || !*cnt || !*w || !k) return free(k), -1;
+    memset(t, 0, sizeof *t);
+    /* area_pixel_compute_scale without align_corners or a given scale; support = interp_size
+     * (4) / 2, times the scale when reducing */
+    const double scale = (double)in / out, support = scale >= 1 ? 2 * scale : 2.0, invscale = scale >= 1 ? 1 / scale : 1;
+    t->kmax = (int)ceil(support) * 2 + 1;
+    t->lo = malloc(sizeof *t->lo * (size_t)out);
+    t->cnt = malloc(sizeof *t->cnt * (size_t)out);
+    t->w = calloc((size_t)out * (size_t)t->kmax, sizeof *t->w);
+    double *k = malloc(sizeof *k * (size_t)out * (size_t)t->kmax);
+    if (!t->lo || !t->cnt || !t->w || !k) return free(k), taps_free(t), -1;
+    double wt_max = 0;
     for (int i = 0; i < out; i++) {
-        const double center = (i + 0.5) * scale;
-        int xmin = (int)(center - support + 0.5), xmax = (int)(center + support + 0.5);
+        const double center = scale * (i + 0.5);
+        /* C++'s static_cast<int64_t> truncates toward zero, as (int64_t) here */
+        int64_t xmin = (int64_t)(center - support + 0.5), xmax = (int64_t)(center + support + 0.5);
         if (xmin < 0) xmin = 0;
-        if (xmax > in) xmax = in;
-        int n = xmax - xmin;
-        if (n > *kmax) n = *kmax;
-        double sum = 0;
-        for (int j = 0; j < n; j++) sum += k[j] = bicubic((j + xmin - center + 0.5) / fs);
-        int32_t *wi = *w + (size_t)i * *kmax;
-        for (int j = 0; j < n; j++) {
-            double v = sum != 0 ? k[j] / sum : 0;
-            wi[j] = (int32_t)(v < 0 ? -0.5 + v * (1 << PREC) : 0.5 + v * (1 << PREC));
+        int64_t n = (xmax < in ? xmax : in) - xmin;
+        if (n < 0) n = 0;
+        if (n > t->kmax) n = t->kmax;
+        double *ki = k + (size_t)i * t->kmax, total = 0;
+        for (int64_t j = 0; j < n; j++) total += ki[j] = bicubic(((double)(j + xmin) - center + 0.5) * invscale);
+        for (int64_t j = 0; j < n && total != 0; j++) {
+            ki[j] /= total;
+            if (ki[j] > wt_max) wt_max = ki[j];
         }
-        (*lo)[i] = xmin, (*cnt)[i] = n;
+        t->lo[i] = (int)xmin, t->cnt[i] = (int)n;
     }
+    for (t->prec = 0; t->prec < 22; t->prec++)
+        if ((int)(0.5 + wt_max * (1 << (t->prec + 1))) >= (1 << 15)) break;
+    MODE_ASSERT(t->prec > 0); /* wt_max, a normalised cubic weight, is far below 2^14 */
+    for (int i = 0; i < out; i++)
+        for (int j = 0; j < t->cnt[i]; j++) {
+            const double v = k[(size_t)i * t->kmax + j] * (1 << t->prec);
+            t->w[(size_t)i * t->kmax + j] = (int16_t)(v < 0 ? (int)(-0.5 + v) : (int)(0.5 + v));
+        }
     free(k);
     return 0;
+}
+
+/* one output sample: the rounding term 2^(prec - 1), the sum, then >> prec clipped to 0..255
+ * (the AVX2 kernel's srai + packs + packus, the generic loop's clamp); summed in int64 where
+ * torch sums in int32, which it never overflows (at most about 255 * 1.1 * 2^22 < 2^31: the
+ * weights' absolute values sum to about 1.1 * 2^prec), so the results are the same */
+static uint8_t tap_out(int64_t acc, int prec)
+{
+    if (acc <= 0) return 0;
+    acc >>= prec;
+    return acc > 255 ? 255 : (uint8_t)acc;
 }
 
 int mode_image_resize(const struct mode_rgb *src, int w, int h, struct mode_rgb *dst, struct mode_err *err)
@@ -387,42 +461,55 @@ int mode_image_resize(const struct mode_rgb *src, int w, int h, struct mode_rgb 
     if (rc) return rc;
     memcpy(dst->kind, src->kind, sizeof dst->kind);
     const int W0 = src->width, H0 = src->height;
-    int *xlo = NULL, *xcnt = NULL, *ylo = NULL, *ycnt = NULL, kx = 0, ky = 0;
-    int32_t *xw = NULL, *yw = NULL;
-    uint8_t *tmp = malloc((size_t)H0 * (size_t)w * 3);
-    if (!tmp || coeffs(W0, w, &xlo, &xcnt, &xw, &kx) || coeffs(H0, h, &ylo, &ycnt, &yw, &ky)) {
+    /* torch resamples only the sides whose length changes (need_horizontal, need_vertical) */
+    const bool hpass = w != W0, vpass = h != H0;
+    struct taps tx = {0}, ty = {0};
+    uint8_t *tmp = NULL;
+    if ((hpass && vpass && !(tmp = malloc((size_t)H0 * (size_t)w * 3))) || (hpass && taps_init(&tx, W0, w)) ||
+        (vpass && taps_init(&ty, H0, h))) {
         rc = mode_err_oom(err, (size_t)H0 * (size_t)w * 3, "resizing");
         goto out;
     }
-    /* horizontal: (H0, W0) -> (H0, w) */
-    for (int y = 0; y < H0; y++) {
-        const uint8_t *row = src->px + (size_t)y * W0 * 3;
-        for (int x = 0; x < w; x++) {
-            int64_t acc[3] = {1 << (PREC - 1), 1 << (PREC - 1), 1 << (PREC - 1)};
-            const int32_t *wt = xw + (size_t)x * kx;
-            for (int j = 0; j < xcnt[x]; j++) {
-                const uint8_t *p = row + (size_t)(xlo[x] + j) * 3;
-                acc[0] += (int64_t)wt[j] * p[0], acc[1] += (int64_t)wt[j] * p[1], acc[2] += (int64_t)wt[j] * p[2];
+    if (!hpass && !vpass) memcpy(dst->px, src->px, (size_t)w * h * 3);
+    /* horizontal: (H0, W0) -> (H0, w), into dst when it is the only pass */
+    const uint8_t *hsrc = src->px;
+    if (hpass) {
+        uint8_t *hdst = vpass ? tmp : dst->px;
+        const int64_t r0 = INT64_C(1) << (tx.prec - 1);
+        for (int y = 0; y < H0; y++) {
+            const uint8_t *row = src->px + (size_t)y * W0 * 3;
+            for (int x = 0; x < w; x++) {
+                int64_t acc[3] = {r0, r0, r0};
+                const int16_t *wt = tx.w + (size_t)x * tx.kmax;
+                for (int j = 0; j < tx.cnt[x]; j++) {
+                    const uint8_t *p = row + (size_t)(tx.lo[x] + j) * 3;
+                    acc[0] += (int64_t)wt[j] * p[0], acc[1] += (int64_t)wt[j] * p[1], acc[2] += (int64_t)wt[j] * p[2];
+                }
+                uint8_t *t = hdst + ((size_t)y * w + x) * 3;
+                t[0] = tap_out(acc[0], tx.prec), t[1] = tap_out(acc[1], tx.prec), t[2] = tap_out(acc[2], tx.prec);
             }
-            uint8_t *t = tmp + ((size_t)y * w + x) * 3;
-            t[0] = clip8(acc[0]), t[1] = clip8(acc[1]), t[2] = clip8(acc[2]);
         }
+        hsrc = hdst;
     }
     /* vertical: (H0, w) -> (h, w) */
-    for (int y = 0; y < h; y++) {
-        const int32_t *wt = yw + (size_t)y * ky;
-        for (int x = 0; x < w; x++) {
-            int64_t acc[3] = {1 << (PREC - 1), 1 << (PREC - 1), 1 << (PREC - 1)};
-            for (int j = 0; j < ycnt[y]; j++) {
-                const uint8_t *t = tmp + ((size_t)(ylo[y] + j) * w + x) * 3;
-                acc[0] += (int64_t)wt[j] * t[0], acc[1] += (int64_t)wt[j] * t[1], acc[2] += (int64_t)wt[j] * t[2];
+    if (vpass) {
+        const int64_t r0 = INT64_C(1) << (ty.prec - 1);
+        for (int y = 0; y < h; y++) {
+            const int16_t *wt = ty.w + (size_t)y * ty.kmax;
+            for (int x = 0; x < w; x++) {
+                int64_t acc[3] = {r0, r0, r0};
+                for (int j = 0; j < ty.cnt[y]; j++) {
+                    const uint8_t *t = hsrc + ((size_t)(ty.lo[y] + j) * w + x) * 3;
+                    acc[0] += (int64_t)wt[j] * t[0], acc[1] += (int64_t)wt[j] * t[1], acc[2] += (int64_t)wt[j] * t[2];
+                }
+                uint8_t *d = dst->px + ((size_t)y * w + x) * 3;
+                d[0] = tap_out(acc[0], ty.prec), d[1] = tap_out(acc[1], ty.prec), d[2] = tap_out(acc[2], ty.prec);
             }
-            uint8_t *d = dst->px + ((size_t)y * w + x) * 3;
-            d[0] = clip8(acc[0]), d[1] = clip8(acc[1]), d[2] = clip8(acc[2]);
         }
     }
 out:
-    free(tmp), free(xlo), free(xcnt), free(xw), free(ylo), free(ycnt), free(yw);
+    free(tmp);
+    taps_free(&tx), taps_free(&ty);
     if (rc) mode_rgb_free(dst);
     return rc;
 }

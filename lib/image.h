@@ -1,19 +1,25 @@
 /* image.h — reading images and resizing them as transformers' Qwen2-VL image processor does.
  *
- * Decoding: PNG through libpng (every colour type, bit depths 1 to 16 — 16-bit samples keep their
- * high byte, as PIL reads them —, palettes, tRNS transparency, interlacing) and JPEG through
- * libjpeg-turbo (greyscale and YCbCr; CMYK is refused, and so is corrupt or truncated data, which
- * libjpeg would otherwise complete with grey). The EXIF orientation of a JPEG (APP1) or a
- * PNG (eXIf) is applied, as transformers' load_image does with PIL's exif_transpose.
+ * Decoding: PNG through libpng (every colour type, bit depths 1 to 16, palettes, tRNS
+ * transparency, interlacing) and JPEG through libjpeg-turbo (greyscale and YCbCr; CMYK is
+ * refused, and so is corrupt or truncated data, which libjpeg would otherwise complete with
+ * grey). The EXIF orientation of a JPEG (APP1) or a PNG (eXIf) is applied, as transformers'
+ * load_image does with PIL's exif_transpose. The samples are those PIL reads: 16-bit RGB, RGBA
+ * and grey+alpha keep their high byte; 16-bit grey (PIL's mode I;16) is clipped to 255; 1, 2
+ * and 4-bit grey are scaled to 0..255.
  *
- * Conversion to RGB as transformers' convert_to_rgb: an image with an alpha channel (RGBA, LA, a
- * palette or grey image with tRNS) is composited over white; grey is replicated.
+ * Conversion to RGB: grey is replicated; what becomes of transparency (an alpha channel, or a
+ * palette or colour key in tRNS) is the caller's choice, enum mode_alpha below.
  *
  * Resizing: smart_resize picks the size (multiples of patch*merge, pixel count within
  * [min_pixels, max_pixels], aspect ratio kept as well as those allow), and mode_image_resize
- * resamples with the antialiased bicubic filter (a = -0.5, support scaled by the reduction) of
- * PIL and torchvision's antialias=True path, separable, horizontal then vertical, in float with
- * one rounding to 8 bits at the end.
+ * resamples with the antialiased bicubic filter (a = -0.5, support scaled by the reduction) in
+ * the uint8 arithmetic of torch's _upsample_bicubic2d_aa, which torchvision's resize(antialias=
+ * True) runs on a uint8 image and so transformers' (fast) Qwen2-VL image processor: separable,
+ * horizontal pass then vertical, a pass skipped where that side keeps its length, each pass
+ * rounded and clipped to 8 bits; weights in int16 fixed point with the most fraction bits the
+ * largest weight of the pass allows (PIL's own resampler uses 22 bits always, and differs from
+ * it by one level here and there on upscaled fine detail).
  */
 #ifndef MODE_IMAGE_H
 #define MODE_IMAGE_H
@@ -49,11 +55,29 @@ struct mode_rgb {
     char kind[24]; /* "PNG RGBA 8-bit", "JPEG YCbCr", ... for messages */
 };
 
+/* What becomes of transparency on conversion to RGB (mode-tokenize --alpha; its man page says
+ * which reference does which):
+ * MODE_ALPHA_DROP   the alpha is dropped, a pixel keeps its stored colour: PIL's convert("RGB"),
+ *                   what transformers 5.17 does with a PIL image, and 5.17 and 5.25 with an image
+ *                   given as a path (torchvision's decode_image, mode RGB; equal to PIL for 8-bit
+ *                   files, while of a 16-bit PNG it passes 16-bit samples on unscaled).
+ * MODE_ALPHA_WHITE  composited over opaque white with PIL's alpha_composite (7 fraction bits, two
+ *                   roundings): transformers 5.25's convert_to_rgb given a PIL image, as Qwen's
+ *                   own utilities do. A colour key (tRNS of a grey or RGB image) makes the pixels
+ *                   equal to it white, compared as PIL compares them: after conversion to 8 bits,
+ *                   with the key's low byte (so a 2 or 4-bit grey key, never scaled, matches a
+ *                   scaled sample only at 0). */
+enum mode_alpha { MODE_ALPHA_DROP = 0, MODE_ALPHA_WHITE = 1 };
+
 /* Decodes the file at path (PNG or JPEG, told by content). MODE_ENOINPUT when it cannot be
  * opened or is not a regular file; MODE_EDATA for anything else wrong, the message naming the
  * file and the problem. */
-int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err);
+int mode_rgb_load_alpha(const char *path, enum mode_alpha alpha, struct mode_rgb *img, struct mode_err *err);
 /* From bytes in memory (name for messages). */
+int mode_rgb_decode_alpha(const uint8_t *data, size_t n, const char *name, enum mode_alpha alpha, struct mode_rgb *img,
+                          struct mode_err *err);
+/* The same with MODE_ALPHA_DROP. */
+int mode_rgb_load(const char *path, struct mode_rgb *img, struct mode_err *err);
 int mode_rgb_decode(const uint8_t *data, size_t n, const char *name, struct mode_rgb *img, struct mode_err *err);
 void mode_rgb_free(struct mode_rgb *img);
 

@@ -19,7 +19,8 @@
 
 static const char usage_text[] =
     "usage: mode-tokenize -m DIR [-o FILE] [--root DIR] [--max-tokens N] [--truncate] [--skip-bad]\n"
-    "                     [--min-pixels N] [--max-pixels N] [--no-text] [INPUT.jsonl]\n"
+    "                     [--min-pixels N] [--max-pixels N] [--alpha drop|white] [--no-text]\n"
+    "                     [INPUT.jsonl]\n"
     "  -m, --model DIR        the checkpoint: tokenizer.json, preprocessor_config.json, config.json\n"
     "  -o, --output FILE      the samples stream, written atomically (default: stdout)\n"
     "      --root DIR         image paths are relative to DIR and may not leave it (default: the\n"
@@ -28,6 +29,8 @@ static const char usage_text[] =
     "      --truncate         cut samples longer than --max-tokens (never inside an image)\n"
     "      --skip-bad         skip a bad line with a warning instead of stopping (counted)\n"
     "      --min-pixels N, --max-pixels N   image pixel bounds (default: preprocessor_config.json)\n"
+    "      --alpha drop|white transparency dropped (default: transformers given an image path, and\n"
+    "                         5.17 a PIL image) or composited onto white (5.25 given a PIL image)\n"
     "      --no-text          do not store the rendered text in the records\n"
     "      --progress WHEN    auto (default: tty on a terminal, else log), tty, log (a line every\n"
     "                         10 s, MODE_PROGRESS_SECONDS), off; with elapsed time and ETA\n"
@@ -58,18 +61,20 @@ static int64_t parse_pos(const char *opt, const char *s)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-tokenize");
-    enum { OPT_ROOT = 256, OPT_MAX, OPT_TRUNC, OPT_SKIP, OPT_MINPX, OPT_MAXPX, OPT_NOTEXT, OPT_PROGRESS };
+    enum { OPT_ROOT = 256, OPT_MAX, OPT_TRUNC, OPT_SKIP, OPT_MINPX, OPT_MAXPX, OPT_NOTEXT, OPT_PROGRESS, OPT_ALPHA };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},         {"output", required_argument, 0, 'o'},
         {"root", required_argument, 0, OPT_ROOT},     {"max-tokens", required_argument, 0, OPT_MAX},
         {"truncate", no_argument, 0, OPT_TRUNC},      {"skip-bad", no_argument, 0, OPT_SKIP},
         {"min-pixels", required_argument, 0, OPT_MINPX}, {"max-pixels", required_argument, 0, OPT_MAXPX},
         {"no-text", no_argument, 0, OPT_NOTEXT},      {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
+        {"alpha", required_argument, 0, OPT_ALPHA},
         {"version", no_argument, 0, 'V'},             {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *root = NULL;
     int64_t max_tokens = 0, min_px = 0, max_px = 0;
     bool truncate = false, skip_bad = false, no_text = false;
+    enum mode_alpha alpha = MODE_ALPHA_DROP;
     for (int c; (c = getopt_long(argc, argv, "m:o:hV", opts, NULL)) != -1;) {
         switch (c) {
         case 'm': model_dir = optarg; break;
@@ -82,6 +87,11 @@ int main(int argc, char **argv)
         case OPT_MAXPX: max_px = parse_pos("--max-pixels", optarg); break;
         case OPT_NOTEXT: no_text = true; break;
         case OPT_PROGRESS: mode_cli_progress(optarg); break;
+        case OPT_ALPHA:
+            if (!strcmp(optarg, "drop")) alpha = MODE_ALPHA_DROP;
+            else if (!strcmp(optarg, "white")) alpha = MODE_ALPHA_WHITE;
+            else mode_die(MODE_EUSAGE, "--alpha: '%s' is neither drop nor white", optarg);
+            break;
         case 'h': fputs(usage_text, stdout); mode_cli_close_stdout(); return 0;
         case 'V': printf("mode-tokenize %s\n", MODE_VERSION); mode_cli_close_stdout(); return 0;
         default: fputs(usage_text, stderr); return MODE_EUSAGE;
@@ -124,6 +134,7 @@ int main(int argc, char **argv)
         mode_fail(&err);
     }
     cc.confine = confine;
+    cc.alpha = alpha;
     size_t total_lines = 0;
     for (size_t i = 0; i < len; i++) total_lines += data[i] == '\n';
     if (len && data[len - 1] != '\n') total_lines++;
@@ -144,6 +155,8 @@ int main(int argc, char **argv)
     mode_mp_int(&h, min_px);
     mode_mp_key(&h, "max_pixels");
     mode_mp_int(&h, max_px);
+    mode_mp_key(&h, "alpha");
+    mode_mp_str(&h, alpha == MODE_ALPHA_WHITE ? "white" : "drop");
     if (max_tokens) {
         mode_mp_key(&h, "max_tokens");
         mode_mp_int(&h, max_tokens);
