@@ -115,15 +115,25 @@ static void free_image_copy(struct mode_image *im)
 {
     free((void *)im->pixels.data);
     free((void *)im->pixel_values.data);
-    im->pixels.data = im->pixel_values.data = NULL;
+    free((void *)im->embeds.data); /* the deepstack features share its block */
+    im->pixels.data = im->pixel_values.data = im->embeds.data = im->deepstack.data = NULL;
 }
 
-/* the image with its pixel data copied (views into the record must not outlive it) */
+/* the image with its pixel data (or its embeddings) copied: views into the record must not
+ * outlive it */
 static int copy_image(const struct mode_image *src, struct mode_image *dst, struct mode_err *err)
 {
     *dst = *src;
     dst->source = NULL;
     dst->source_len = 0;
+    if (src->has_embeds) {
+        char *p = malloc(src->embeds.nbytes + src->deepstack.nbytes + 1);
+        if (!p) return mode_err_oom(err, src->embeds.nbytes + src->deepstack.nbytes, "image embeddings");
+        memcpy(p, src->embeds.data, src->embeds.nbytes);
+        memcpy(p + src->embeds.nbytes, src->deepstack.data, src->deepstack.nbytes);
+        dst->embeds.data = p, dst->deepstack.data = p + src->embeds.nbytes;
+        return MODE_OK;
+    }
     const struct mode_tensor *t = src->has_pixels ? &src->pixels : &src->pixel_values;
     void *p = malloc(t->nbytes ? t->nbytes : 1);
     if (!p) return mode_err_oom(err, t->nbytes, "image pixels");
@@ -328,19 +338,53 @@ static void add_pos_embed(const float *table, int side, const int64_t *grid, int
 }
 
 /* The tower over every image of the batch, its scratch in ar. */
+/* Image embeddings over the pad tokens, deepstack features beside them: the tower's output
+ * (embeds (n_tower, D), ds (n_deepstack, n_tower, D), in the order of the images that ran) or
+ * the image's own (mode-route-trace --samples-out), image by image in the batch's order. */
+static int scatter(struct mode_rt_batch *b, const struct mode_vision_config *v, int64_t D, int m2, const float *embeds, const float *ds,
+                   int64_t n_tower, struct mode_arena *ar, struct mode_err *err)
+{
+    int64_t r = 0;
+    int64_t *used = mode_arena_calloc(ar, (size_t)b->n_seq, sizeof *used, err, "scatter");
+    if (!used) return err->code;
+    for (int i = 0; i < b->n_image; i++) {
+        struct mode_image *im = &b->image[i].data;
+        struct mode_rt_seq *q = &b->seq[b->image[i].seq];
+        const int64_t nt = im->grid[0] * im->grid[1] * im->grid[2] / m2;
+        const float *e = im->has_embeds ? im->embeds.data : embeds + r * D;
+        for (int64_t j = 0; j < nt; j++) {
+            const int64_t slot = used[b->image[i].seq]++;
+            memcpy(b->h + (q->row + q->img[slot]) * D, e + j * D, (size_t)D * sizeof(float));
+            for (int k = 0; k < v->n_deepstack; k++) {
+                const float *f = im->has_embeds ? (const float *)im->deepstack.data + ((int64_t)k * nt + j) * D : ds + ((int64_t)k * n_tower + r + j) * D;
+                memcpy(q->deepstack + ((int64_t)k * q->n_img + slot) * D, f, (size_t)D * sizeof(float));
+            }
+        }
+        if (im->has_embeds) free_image_copy(im);
+        else r += nt;
+    }
+    return MODE_OK;
+}
+
 static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena *ar, struct mode_err *err)
 {
     const struct mode_model *m = rt->m;
     const struct mode_vision_config *v = &m->cfg.vision;
     const int E = v->n_embd, H = v->n_head, hd = E / H, m2 = v->merge_size * v->merge_size, D = m->cfg.text.n_embd;
     const int64_t pd = (int64_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
+    /* P: the patches the tower runs on (images that come with their embeddings skip it) */
     int64_t P = 0;
-    for (int i = 0; i < b->n_image; i++) P += b->image[i].data.grid[0] * b->image[i].data.grid[1] * b->image[i].data.grid[2];
+    bool any = false;
+    for (int i = 0; i < b->n_image; i++) {
+        any = true;
+        if (!b->image[i].data.has_embeds) P += b->image[i].data.grid[0] * b->image[i].data.grid[1] * b->image[i].data.grid[2];
+    }
     for (int s = 0; s < b->n_seq; s++) {
         b->seq[s].deepstack = xcalloc((size_t)(v->n_deepstack * b->seq[s].n_img * D), sizeof(float), err, "deepstack");
         if (!b->seq[s].deepstack) return err->code;
     }
-    if (P == 0) return MODE_OK;
+    if (!any) return MODE_OK;
+    if (P == 0) return scatter(b, v, D, m2, NULL, NULL, 0, ar, err);
     int rc = MODE_OK;
     float *x = scratch_zero(ar, P * E, err, "vision activations");
     /* the blocks' scratch (mode_vision_block_ref) */
@@ -351,6 +395,7 @@ static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena
     int64_t n_frame = 0, most = 0;
     for (int i = 0; i < b->n_image; i++) {
         const int64_t *g = b->image[i].data.grid;
+        if (b->image[i].data.has_embeds) continue;
         n_frame += g[0];
         most = g[0] * g[1] * g[2] > most ? g[0] * g[1] * g[2] : most;
     }
@@ -368,6 +413,7 @@ static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena
         struct mode_rt_image *im = &b->image[i];
         const int64_t *grid = im->data.grid;
         int64_t np = grid[0] * grid[1] * grid[2];
+        if (im->data.has_embeds) continue;
         if ((rc = mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, err))) {
             rc = err->code ? err->code : MODE_EUNAVAILABLE;
             break;
@@ -396,7 +442,8 @@ static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena
     /* attention inside each frame of each image */
     const int64_t qblk = rt->attn_block > 0 ? rt->attn_block : MODE_ATTN_BLOCK; /* as in the decoder */
     for (int64_t i = 0, f = 0; i < b->n_image; i++)
-        for (int64_t j = 0; j < b->image[i].data.grid[0]; j++, f++) seg[f + 1] = seg[f] + b->image[i].data.grid[1] * b->image[i].data.grid[2];
+        for (int64_t j = 0; !b->image[i].data.has_embeds && j < b->image[i].data.grid[0]; j++, f++)
+            seg[f + 1] = seg[f] + b->image[i].data.grid[1] * b->image[i].data.grid[2];
     /* the blocks resident on the GPU when there is one (x stays there between blocks) */
     bool on_gpu = false;
     if (rt->resident) {
@@ -425,24 +472,7 @@ static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena
             if (v->deepstack[k] == blk) rc = merger(ar, &m->deepstack[k], true, x, P, E, m2, ds + (int64_t)k * (P / m2) * D, err);
     }
     if (!rc) rc = merger(ar, &m->merger, false, x, P, E, m2, embeds, err);
-    if (!rc) {
-        /* scatter: image embeddings over the pad tokens, deepstack features beside them */
-        int64_t r = 0;
-        int64_t *used = mode_arena_calloc(ar, (size_t)b->n_seq, sizeof *used, err, "scatter");
-        if (!used) rc = err->code;
-        for (int i = 0; i < b->n_image && !rc; i++) {
-            struct mode_rt_seq *q = &b->seq[b->image[i].seq];
-            const int64_t *g = b->image[i].data.grid;
-            int64_t nt = g[0] * g[1] * g[2] / m2;
-            for (int64_t j = 0; j < nt; j++, r++) {
-                int64_t slot = used[b->image[i].seq]++;
-                memcpy(b->h + (q->row + q->img[slot]) * D, embeds + r * D, (size_t)D * sizeof(float));
-                for (int k = 0; k < v->n_deepstack; k++)
-                    memcpy(q->deepstack + ((int64_t)k * q->n_img + slot) * D, ds + ((int64_t)k * (P / m2) + r) * D,
-                           (size_t)D * sizeof(float));
-            }
-        }
-    }
+    if (!rc) rc = scatter(b, v, D, m2, embeds, ds, P / m2, ar, err);
     return rc;
 }
 
@@ -460,6 +490,57 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
     mode_arena_init(&ar);
     int rc = vision(rt, b, &ar, err);
     mode_arena_free(&ar);
+    return rc;
+}
+
+int mode_rt_seq_pack_vision(const struct mode_rt *rt, const struct mode_rt_batch *b, int s, struct mode_mp *mp, struct mode_err *err)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_vision_config *v = &m->cfg.vision;
+    const int64_t D = m->cfg.text.n_embd, m2 = (int64_t)v->merge_size * v->merge_size;
+    if (!b->vision_done || b->next_layer) return mode_err_set(err, MODE_EINTERNAL, "image embeddings asked for outside [vision, first layer)");
+    const struct mode_rt_seq *q = &b->seq[s];
+    int64_t n[1] = {q->n_tok};
+    mode_mp_map_open(mp);
+    mode_mp_key(mp, "id");
+    mode_mp_str(mp, q->id);
+    mode_mp_key(mp, "tokens");
+    mode_mp_tensor(mp, MODE_I32, 1, n, q->tokens);
+    mode_mp_key(mp, "modality");
+    mode_mp_tensor(mp, MODE_U8, 1, n, q->modality);
+    mode_mp_key(mp, "score");
+    mode_mp_tensor(mp, MODE_U8, 1, n, q->score);
+    mode_mp_key(mp, "images");
+    mode_mp_array_open(mp);
+    int64_t off = 0; /* the image's first slot among the sequence's image tokens */
+    int rc = MODE_OK;
+    for (int i = 0; i < b->n_image && !rc; i++) {
+        if (b->image[i].seq != s) continue;
+        const int64_t *g = b->image[i].data.grid, nt = g[0] * g[1] * g[2] / m2;
+        mode_mp_map_open(mp);
+        mode_mp_key(mp, "grid");
+        mode_mp_array_open(mp);
+        for (int d = 0; d < 3; d++) mode_mp_int(mp, g[d]);
+        mode_mp_close(mp);
+        /* the pads of one image are consecutive tokens: its rows of h are one block */
+        int64_t es[2] = {nt, D}, ds[3] = {v->n_deepstack, nt, D};
+        mode_mp_key(mp, "embeds");
+        mode_mp_tensor(mp, MODE_F32, 2, es, b->h + (q->row + q->img[off]) * D);
+        float *f = malloc(sizeof *f * (size_t)(v->n_deepstack * nt * D + 1));
+        if (!f) {
+            rc = mode_err_oom(err, sizeof *f * (size_t)(v->n_deepstack * nt * D), "deepstack features");
+            break;
+        }
+        for (int k = 0; k < v->n_deepstack; k++)
+            memcpy(f + (int64_t)k * nt * D, q->deepstack + ((int64_t)k * q->n_img + off) * D, sizeof *f * (size_t)(nt * D));
+        mode_mp_key(mp, "deepstack");
+        mode_mp_tensor(mp, MODE_F32, 3, ds, f);
+        free(f);
+        mode_mp_close(mp);
+        off += nt;
+    }
+    mode_mp_close(mp);
+    mode_mp_close(mp);
     return rc;
 }
 

@@ -159,6 +159,12 @@ int mode_rt_vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_err 
 int mode_rt_layer(struct mode_rt *rt, struct mode_rt_batch *b, int layer, const struct mode_rt_hooks *hooks,
                   struct mode_err *err);
 int mode_rt_forward(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode_rt_hooks *hooks, struct mode_err *err);
+/* Sequence s of b as a samples record (mode-stream(5)) whose images carry the vision tower's output
+ * (embeds and deepstack, f32) in place of pixels: the input of a later stage that then skips the
+ * tower (mode-route-trace --samples-out). Between mode_rt_vision and the first layer only. The
+ * record holds id, tokens, modality, score and images (grid, embeds, deepstack). */
+int mode_rt_seq_pack_vision(const struct mode_rt *rt, const struct mode_rt_batch *b, int s, struct mode_mp *mp, struct mode_err *err);
+
 /* Final norm + lm_head for rows [r0, r0 + n) of sequence s after the last layer: logits (n, n_vocab). */
 int mode_rt_logits(struct mode_rt *rt, const struct mode_rt_batch *b, int s, int64_t r0, int64_t n, float *logits,
                    struct mode_err *err);

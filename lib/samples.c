@@ -45,10 +45,14 @@ static int parse_image(const struct mode_rec *r, uint32_t k, const msgpack_objec
             return rec_fail(r, err, "images[%u].grid[%d] is not a positive integer (at most 2^20)", k, i);
         im->grid[i] = (int64_t)e->via.u64;
     }
-    bool px = mode_mp_get(o, "pixels") != NULL, pv = mode_mp_get(o, "pixel_values") != NULL;
-    if (px == pv) return rec_fail(r, err, "images[%u] needs exactly one of 'pixels' and 'pixel_values'", k);
-    im->has_pixels = px;
-    if (px) {
+    bool px = mode_mp_get(o, "pixels") != NULL, pv = mode_mp_get(o, "pixel_values") != NULL, em = mode_mp_get(o, "embeds") != NULL;
+    if (px + pv + em != 1) return rec_fail(r, err, "images[%u] needs exactly one of 'pixels', 'pixel_values' and 'embeds'", k);
+    im->has_pixels = px, im->has_embeds = em;
+    if (em) {
+        if ((rc = mode_rec_tensor(&ir, "embeds", true, &im->embeds, MODE_F32, 2, NULL, err)) ||
+            (rc = mode_rec_tensor(&ir, "deepstack", true, &im->deepstack, MODE_F32, 3, NULL, err)))
+            return rc;
+    } else if (px) {
         if ((rc = mode_rec_tensor(&ir, "pixels", true, &im->pixels, MODE_U8, 4, NULL, err))) return rc;
     } else {
         if ((rc = mode_rec_tensor(&ir, "pixel_values", true, &im->pixel_values, MODE_DTYPE_INVALID, 2, NULL, err))) return rc;
@@ -147,7 +151,17 @@ int mode_sample_check(const struct mode_sample *s, const struct mode_config *c, 
     if (k != s->n_images) return rec_fail(r, err, "%d images but pads for %d", s->n_images, k);
     for (int j = 0; j < s->n_images; j++) {
         const struct mode_image *im = &s->images[j];
-        if (im->has_pixels) {
+        if (im->has_embeds) {
+            const int64_t n = im->grid[0] * im->grid[1] * im->grid[2] / m2, D = c->text.n_embd;
+            const int64_t *e = im->embeds.shape, *d = im->deepstack.shape;
+            if (e[0] != n || e[1] != D)
+                return rec_fail(r, err, "images[%d].embeds has shape (%" PRId64 ", %" PRId64 "), expected (%" PRId64 ", %" PRId64 ")", j, e[0], e[1],
+                                n, D);
+            if (d[0] != v->n_deepstack || d[1] != n || d[2] != D)
+                return rec_fail(r, err,
+                                "images[%d].deepstack has shape (%" PRId64 ", %" PRId64 ", %" PRId64 "), expected (%d, %" PRId64 ", %" PRId64 ")",
+                                j, d[0], d[1], d[2], v->n_deepstack, n, D);
+        } else if (im->has_pixels) {
             const int64_t *sh = im->pixels.shape;
             /* F frames make ceil(F / temporal_patch) temporal patches (the last frame repeats) */
             if (sh[0] < 1 || (sh[0] + v->temporal_patch_size - 1) / v->temporal_patch_size != im->grid[0] ||

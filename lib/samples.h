@@ -32,9 +32,14 @@ enum mode_modality { MODE_MOD_TEXT = 0, MODE_MOD_IMAGE = 1, MODE_MOD_VIDEO = 2 }
 
 struct mode_image {
     int64_t grid[3];                 /* t, h, w in patches, before merging */
-    bool has_pixels;                 /* which of the two below is present */
+    bool has_pixels;                 /* which of the three below is present: pixels, */
+    bool has_embeds;                 /* embeds (with deepstack), or else pixel_values */
     struct mode_tensor pixels;       /* u8 (F, H, W, C) */
     struct mode_tensor pixel_values; /* f32 | bf16 | f16 (t*h*w, C*T*P*P) */
+    /* the vision tower's output for this image (mode-route-trace --samples-out): f32 (n, n_embd)
+     * over its n = t*h*w / merge^2 tokens, and the deepstack features f32 (n_deepstack, n,
+     * n_embd); valid for the weights named in the stream's header only (filters/common/input.c) */
+    struct mode_tensor embeds, deepstack;
     const char *source;              /* may be NULL; not NUL-terminated */
     size_t source_len;
 };

@@ -14,9 +14,12 @@ struct mode_input {
     int64_t n_read;     /* records read so far */
     int64_t lo, hi;     /* sample range kept (inclusive); hi < 0: to the end */
     bool ended;
+    bool embeds;        /* the header says its images carry the tower's output for this model */
 };
 
-/* Opens path ("-" = stdin), reads the header (kind samples) and checks it was made for m. */
+/* Opens path ("-" = stdin), reads the header (kind samples) and checks it was made for m; a
+ * stream whose images carry embeddings (args.vision "embeds", mode-route-trace --samples-out) must
+ * name m's weights (MODE_EDATA otherwise), and only such a stream may carry them. */
 int mode_input_open(struct mode_input *in, const char *path, const struct mode_model *m, struct mode_err *err);
 /* Empties b and fills it with the next samples; *n = samples added (0 at the end of the input,
  * after the trailer and end of file were checked). */

@@ -22,6 +22,8 @@ static const char usage_text[] =
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
     "      --samples A-B      only samples A..B, 0-based (a shard)\n"
     "      --router-logits    also keep the full router logits of every token\n"
+    "      --samples-out FILE also write the samples with the vision tower's output in place of\n"
+    "                         their pixels, for the later stages (they skip the tower)\n"
     "      --batch-tokens N   tokens run through the model together (default 16384)\n"
     "      --device D         cpu, cuda (the large matrix products through cuBLAS)\n"
     "                         or auto (default: cuda when usable)\n"
@@ -89,15 +91,16 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-route-trace");
-    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS };
+    enum { OPT_LAYERS = 256, OPT_SAMPLES, OPT_LOGITS, OPT_BATCH, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS, OPT_SAMPLES_OUT };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"layers", required_argument, 0, OPT_LAYERS},  {"samples", required_argument, 0, OPT_SAMPLES},
         {"router-logits", no_argument, 0, OPT_LOGITS}, {"batch-tokens", required_argument, 0, OPT_BATCH},
+        {"samples-out", required_argument, 0, OPT_SAMPLES_OUT},
         {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE}, {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},
         {"version", no_argument, 0, 'V'},              {0, 0, 0, 0},
     };
-    const char *model_dir = NULL, *output = "-";
+    const char *model_dir = NULL, *output = "-", *samples_out = NULL;
     int64_t l_lo = 0, l_hi = -1, s_lo = 0, s_hi = -1;
     bool layers_given = false, samples_given = false, logits = false;
     long batch_tokens = 16384, threads = 0;
@@ -116,6 +119,7 @@ int main(int argc, char **argv)
             samples_given = true;
             break;
         case OPT_LOGITS: logits = true; break;
+        case OPT_SAMPLES_OUT: samples_out = optarg; break;
         case OPT_BATCH:
             batch_tokens = strtol(optarg, &end, 10);
             if (*end || batch_tokens < 1) mode_die(MODE_EUSAGE, "--batch-tokens: '%s' is not a positive integer", optarg);
@@ -200,6 +204,51 @@ int main(int argc, char **argv)
         mode_fail(&err);
     mode_mp_free(&h);
 
+    /* --samples-out: the input's records with the tower's output for their images */
+    struct mode_outfile sout;
+    struct mode_stream_writer sw;
+    if (samples_out) {
+        if (!strcmp(samples_out, "-") || !strcmp(samples_out, output)) mode_die(MODE_EUSAGE, "--samples-out: '%s' must be a file of its own", samples_out);
+        mode_cli_outfile_open(&sout, samples_out);
+        mode_mp_init(&h);
+        mode_stream_header_begin(&h, "samples", "mode-route-trace");
+        mode_mp_key(&h, "args");
+        mode_mp_map_open(&h);
+        const msgpack_object *ia = mode_mp_get(in.r.header, "args");
+        if (ia && ia->type == MSGPACK_OBJECT_MAP)
+            for (uint32_t i = 0; i < ia->via.map.size; i++) {
+                const msgpack_object_kv *kv = &ia->via.map.ptr[i];
+                if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == 6 && !memcmp(kv->key.via.str.ptr, "vision", 6)) continue;
+                mode_mp_obj(&h, &kv->key);
+                mode_mp_obj(&h, &kv->val);
+            }
+        mode_mp_key(&h, "vision");
+        mode_mp_str(&h, "embeds");
+        mode_mp_close(&h);
+        mode_mp_key(&h, "model");
+        mode_model_id_pack(&h, &m);
+        mode_mp_key(&h, "inputs");
+        mode_mp_array_open(&h);
+        mode_mp_obj(&h, in.r.header);
+        mode_mp_close(&h);
+        mode_mp_key(&h, "shards");
+        mode_mp_array_open(&h);
+        if (samples_given) {
+            mode_mp_map_open(&h);
+            mode_mp_key(&h, "samples");
+            mode_mp_array_open(&h);
+            mode_mp_int(&h, s_lo);
+            mode_mp_int(&h, s_hi);
+            mode_mp_close(&h);
+            mode_mp_close(&h);
+        }
+        mode_mp_close(&h);
+        mode_mp_close(&h);
+        if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&sw, sout.fd, sout.path, &err) || mode_stream_write_header(&sw, &h, &err))
+            mode_fail(&err);
+        mode_mp_free(&h);
+    }
+
     struct mode_rt_batch b;
     mode_rt_batch_init(&b);
     struct trace_ctx c = {&m, &w, l_lo, l_hi, logits, {0}, NULL, NULL, &b, 0};
@@ -219,6 +268,15 @@ int main(int argc, char **argv)
             if (!c.attn[s] || !c.text[s]) mode_die(MODE_EUNAVAILABLE, "out of memory");
             for (int64_t i = 0; i < q->n_tok; i++) c.text[s][i] = q->modality[i] == MODE_MOD_TEXT;
         }
+        if (samples_out) {
+            if (mode_rt_vision(&rt, &b, &err)) mode_fail(&err);
+            for (int q = 0; q < b.n_seq; q++) {
+                mode_mp_reset(&c.rec);
+                if (mode_rt_seq_pack_vision(&rt, &b, q, &c.rec, &err) || mode_mp_finish(&c.rec, &err) ||
+                    mode_stream_write_record(&sw, &c.rec, &err))
+                    mode_fail(&err);
+            }
+        }
         for (int l = 0; l <= l_hi; l++) {
             if (mode_rt_layer(&rt, &b, l, &hooks, &err)) mode_fail(&err);
         }
@@ -231,6 +289,10 @@ int main(int argc, char **argv)
     }
     if (samples) mode_progress("samples", (uint64_t)samples, (uint64_t)samples);
     if (mode_stream_write_trailer(&w, NULL, &err) || mode_stream_writer_free(&w, &err)) mode_fail(&err);
+    if (samples_out) {
+        if (mode_stream_write_trailer(&sw, NULL, &err) || mode_stream_writer_free(&sw, &err)) mode_fail(&err);
+        mode_cli_outfile_commit(&sout);
+    }
     mode_cli_outfile_commit(&out);
     mode_mp_free(&c.rec);
     mode_rt_batch_free(&b);
