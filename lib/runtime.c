@@ -544,6 +544,45 @@ int mode_rt_seq_pack_vision(const struct mode_rt *rt, const struct mode_rt_batch
     return rc;
 }
 
+int64_t mode_rt_mem_need(const struct mode_rt *rt, const struct mode_rt_batch *b, int threads, bool head)
+{
+    const struct mode_model *m = rt->m;
+    const struct mode_text_config *t = &m->cfg.text;
+    const struct mode_vision_config *v = &m->cfg.vision;
+    const int64_t N = b->n_rows, D = t->n_embd, qd = (int64_t)t->n_head * t->head_dim, kvd = (int64_t)t->n_head_kv * t->head_dim;
+    const int64_t E = t->n_expert, K = t->n_expert_used, I = t->n_ff_exp, F = t->n_ff, T = threads > 0 ? threads : 1;
+    const int64_t m2 = (int64_t)v->merge_size * v->merge_size, f = sizeof(float);
+    int64_t P = 0, most_p = 0, n_img = 0, longest = 0;
+    for (int i = 0; i < b->n_image; i++) {
+        const int64_t *g = b->image[i].data.grid, np = g[0] * g[1] * g[2];
+        n_img += np / m2;
+        if (b->image[i].data.has_embeds) continue;
+        P += np;
+        most_p = np > most_p ? np : most_p;
+    }
+    for (int s = 0; s < b->n_seq; s++) longest = b->seq[s].n_tok > longest ? b->seq[s].n_tok : longest;
+    /* the batch: hidden states, per-token arrays (tokens, modality, score, positions), deepstack */
+    const int64_t batch = N * D * f + N * 18 + n_img * v->n_deepstack * D * f;
+    /* the tower (its own arena, given back before the layers): x, the blocks' scratch, angles, the
+     * mergers' outputs, one block's f32 weights, the largest image's patches */
+    const int64_t E_ = v->n_embd, pd = (int64_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
+    const int64_t tower = P ? (P * (6 * E_ + v->n_ff + E_ / v->n_head / 2) + (P / m2) * D * (1 + v->n_deepstack) +
+                               (4 * E_ * E_ + 2 * E_ * v->n_ff) + most_p * pd + 4 * E_ * m2 * E_ + m2 * E_ * D) * f
+                            : 0;
+    /* a decoder layer (the runtime's kept arena, a quarter over its peak): f32 attention weights
+     * and router; activations (xn, q, k, v, o, rotary angles, router logits, the experts' outputs
+     * of a group: 2 N rows, their sum); routing; per thread the expert weights and rows of the
+     * busiest expert (~ 3 N K / E rows assumed) and the attention scores of a block of rows */
+    const int64_t most = (3 * N * K + E - 1) / E;
+    const int64_t layer = (D * (2 * qd + 2 * kvd) + E * D + (t->n_ff > 0 ? 3 * D * F : 0)) * f +
+                          N * (D + 2 * qd + 2 * kvd + t->head_dim / 2 + E + 2 * D + D) * f + N * K * 24 +
+                          T * ((3 * I * D + most * (2 * D + 3 * I)) + (int64_t)MODE_ATTN_BLOCK * longest) * f;
+    const int64_t work = tower > layer + layer / 4 ? tower : layer + layer / 4;
+    /* mode_rt_logits: the f32 lm_head and a block of 256 rows of logits */
+    const int64_t logits = head ? ((int64_t)t->n_vocab * D + 256 * (int64_t)t->n_vocab) * f : 0;
+    return batch + work + logits;
+}
+
 /* ---- decoder layer -------------------------------------------------------------------------- */
 
 struct text_layer {

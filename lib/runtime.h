@@ -165,6 +165,16 @@ int mode_rt_forward(struct mode_rt *rt, struct mode_rt_batch *b, const struct mo
  * record holds id, tokens, modality, score and images (grid, embeds, deepstack). */
 int mode_rt_seq_pack_vision(const struct mode_rt *rt, const struct mode_rt_batch *b, int s, struct mode_mp *mp, struct mode_err *err);
 
+/* The memory (bytes, anonymous: the mapped checkpoint aside) that running batch b through every
+ * layer takes at its peak, with `threads` pool threads and, with head, mode_rt_logits: the batch's
+ * hidden states and per-token arrays; then the larger of the vision tower (~ patches x (6
+ * v_embd + v_ff) floats, one block's f32 weights) and a decoder layer (its f32 attention weights
+ * and router, ~ rows x (4 n_embd + 2 q + 2 kv) floats of activations, per thread one expert's f32
+ * weights and rows and a block of attention scores), the layer's a quarter over for the kept
+ * arena; with head the f32 lm_head. An estimate from the shapes (the man pages' MEMORY formula),
+ * compared with the measured peak in make scale's table (tests/bench/README-scale.md). */
+int64_t mode_rt_mem_need(const struct mode_rt *rt, const struct mode_rt_batch *b, int threads, bool head);
+
 /* Final norm + lm_head for rows [r0, r0 + n) of sequence s after the last layer: logits (n, n_vocab). */
 int mode_rt_logits(struct mode_rt *rt, const struct mode_rt_batch *b, int s, int64_t r0, int64_t n, float *logits,
                    struct mode_err *err);

@@ -15,7 +15,23 @@ struct mode_input {
     int64_t lo, hi;     /* sample range kept (inclusive); hi < 0: to the end */
     bool ended;
     bool embeds;        /* the header says its images carry the tower's output for this model */
+    /* the memory check of each batch (mode_input_mem_check): with the lm_head (mode-eval), and
+     * what the stage holds besides the runtime, per token of the batch and fixed */
+    bool head;
+    int64_t extra_per_row, extra_fixed;
 };
+
+/* What the stage holds besides the runtime, for the memory check of every input opened after:
+ * bytes per token of a batch, fixed bytes, and whether it computes logits (the f32 lm_head). */
+void mode_input_memory(int64_t per_row, int64_t fixed, bool head);
+/* The memory this process may still take, bytes: MemAvailable, less where a cgroup limit or an
+ * address-space limit (ulimit -v) leaves less; MODE_MEM_AVAILABLE (bytes) in the environment
+ * overrides it (tests). */
+int64_t mode_mem_available(void);
+/* Before a batch runs: MODE_EUNAVAILABLE ("out of memory (X GB needed ..., Y GB available)")
+ * when mode_rt_mem_need + the stage's extra exceeds mode_mem_available; MODE_MEM_CHECK=off skips
+ * it. Called by mode_input_batch for every batch it fills. */
+int mode_input_mem_check(const struct mode_input *in, const struct mode_rt *rt, const struct mode_rt_batch *b, struct mode_err *err);
 
 /* Opens path ("-" = stdin), reads the header (kind samples) and checks it was made for m; a
  * stream whose images carry embeddings (args.vision "embeds", mode-route-trace --samples-out) must

@@ -148,6 +148,7 @@ int main(int argc, char **argv)
     if (mode_model_open(&r.m, model_dir, &err) || mode_rt_init(&r.rt, &r.m, &err)) mode_fail(&err);
     if (device == MODE_DEVICE_CUDA && mode_rt_device(&r.rt, device, &err)) mode_fail(&err);
     struct mode_input in;
+    mode_input_memory(0, 0, true); /* the f32 lm_head and a block of logits (mode_rt_mem_need) */
     if (mode_input_open(&in, input, &r.m, &err)) mode_fail(&err);
     r.input = in.r.name;
 

@@ -11,6 +11,7 @@
 #include "../../lib/ops.h"
 #include "../../lib/pack.h"
 #include "../../lib/sha256.h"
+#include "../../lib/pool.h"
 #include "../common/cli.h"
 #include "../common/device.h"
 #include "../common/input.h"
@@ -456,6 +457,16 @@ int main(int argc, char **argv)
 
     struct mode_input in;
     struct mode_rt_batch b;
+    {
+        /* besides the runtime: per token the MoE input, the layer snapshot, the routing and (with
+         * --attn-bits) the attention's inputs; fixed, a layer's experts dequantised in f32 and a
+         * Hessian in f64 (lib/pack.c), and per thread an expert's weights, rows and Hessian */
+        const struct mode_text_config *t = &m.cfg.text;
+        const int64_t D = t->n_embd, I = t->n_ff_exp, qd = (int64_t)t->n_head * t->head_dim, hmax = D > I ? (D > qd ? D : qd) : (I > qd ? I : qd);
+        const int64_t per_row = 4 * (2 * D + t->n_expert_used) + (o.attn_bits > 0 && o.attn_bits < 16 ? 4 * (D + qd) : 0);
+        const int64_t fixed = (int64_t)t->n_expert * 3 * I * D * 4 + 8 * hmax * hmax + mode_pool_threads() * (8 * hmax * hmax + 4 * 3 * I * D);
+        mode_input_memory(per_row, fixed, false);
+    }
     const int n = mode_input_all(&in, optind < argc ? argv[optind] : "-", &m, &rt, n_samples, &b);
 
     /* fingerprint of everything the result depends on */
