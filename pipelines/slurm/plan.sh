@@ -51,7 +51,7 @@ range() { echo "$(($1 * $2 / $3))-$((($1 + 1) * $2 / $3 - 1))"; }
 
 layer_ranges() { # k: prints min(k, n_layer) ranges
     k=$1
-    [ "$k" -le "$n_layer" ] || k=$n_layer
+    [ "$k" -le "$n_layer" ] || { echo "$0: $stage: $n_layer layer(s): $n_layer layer range(s), not $k" >&2; k=$n_layer; }
     r=0
     while [ $r -lt "$k" ]; do
         range $r "$n_layer" "$k"
@@ -79,8 +79,7 @@ batches=$("${MODE_CAT:-mode-cat}" "$samples" | awk -v bt="$batch_tokens" '
     }
     END { if (rows > 0) print first "-" (i - 1) }')
 [ -n "$batches" ] || { echo "$0: $samples: no sample" >&2; exit 65; }
-set -- $batches
-nb=$#
+nb=$(echo "$batches" | wc -l)
 
 if [ "$by" = samples ]; then
     g=$shards
@@ -88,7 +87,9 @@ if [ "$by" = samples ]; then
     r=0
     while [ $r -lt "$g" ]; do
         b0=$((r * nb / g + 1)) b1=$(((r + 1) * nb / g))
-        eval "lo=\${$b0%-*} hi=\${$b1#*-}"
+        lo=$(echo "$batches" | sed -n "${b0}p")
+        hi=$(echo "$batches" | sed -n "${b1}p")
+        lo=${lo%-*} hi=${hi#*-}
         printf 'samples-%s-%s\t--samples %s-%s\n' "$lo" "$hi" "$lo" "$hi"
         r=$((r + 1))
     done
