@@ -3,6 +3,8 @@
 #   make                  lib/libmode-core.a and bin/mode-*, with CUDA lib/libmode-cuda.so (installs missing
 #                         Debian packages first)
 #   make check            builds, then runs every test through prove (TAP)
+#   make slurm-check      the experiment graph sharded over a throwaway single-node Slurm cluster
+#                         (tests/slurm/run.sh; installs slurm and munge when missing, as root)
 #   make bench            builds the benchmark programs of tests/bench/ into build/bench/ (run them by hand)
 #   make deps             installs the Debian packages the build needs, when pkg-config lacks them
 #   make SANITIZER=address check   (or undefined)     make CUDA=0|1     make V=1 (full commands)
@@ -107,7 +109,7 @@ FUZZ_CHECK_BIN := $(FUZZ_C:tests/fuzz/%.c=$(B)/fuzzcheck/%)
 BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check bench fuzz deps fuzz-deps clean install demo FORCE
+.PHONY: all check slurm-check bench fuzz deps fuzz-deps clean install demo FORCE
 all: $(LIB) $(BINS) $(CUDA_SO)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -281,6 +283,13 @@ check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIX
 	@# progress lines off: tests compare stderr with the exact messages (tests/filters/progress.sh
 	@# turns them on where it checks them)
 	MODE_PROGRESS=off prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(HOST_TEST_BIN) $(TEST_SH)
+
+# ---- Slurm: pipelines/mode.mk SCHED=slurm on a real single-node cluster (tests/slurm/run.sh) ------
+# Not part of check: it installs packages and starts daemons (stopped on exit). Where Slurm cannot be
+# installed or started it prints one line "SKIP: make slurm-check: why" and succeeds.
+slurm-check: all $(B)/tests/slurm/stream-cmp
+	@chmod +x tests/slurm/*.sh pipelines/slurm/*.sh pipelines/slurm/*.sbatch 2>/dev/null || true
+	@tests/slurm/run.sh
 
 # ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
 DEMO_OUT ?= build/demo

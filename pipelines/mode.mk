@@ -6,6 +6,12 @@
 # Targets: table (default: prints the comparison and writes $(OUT)/table.txt), ablations (the same
 # with vis-denoise --method none|random and the layer sensitivity metric), and any file below.
 # `make demo` at the top runs this on the embedded emoji-vl model.
+#
+# SCHED=slurm runs the heavy calibration stages on a Slurm cluster as job arrays, SHARDS tasks each:
+# mode-route-trace by layer range or by sample range, the merge (mode-cat -s) and mode-vis-denoise,
+# mode-sensitivity by layer range with the merged trace's keep masks, the merge; the other stages
+# run where make runs. The merged streams equal the single-process run's byte for byte but for the
+# headers' shards (pipelines/README.md, "Slurm").
 
 MODEL ?= tests/fixtures/emoji-vl/model
 CALIB ?= tests/fixtures/emoji-vl/calib/data.jsonl
@@ -25,6 +31,33 @@ PACK_FLAGS ?=
 EVAL_EVERY ?= 1
 # every CALIB_EVERY-th calibration line is used at all (1: all)
 CALIB_EVERY ?= 1
+# mode-route-trace's batches (its default); with THREADS, the threads of the matrix products of
+# mode-route-trace and mode-sensitivity (default: OpenBLAS's). Both change the last bits of the
+# results, so a sharded run equals a single-process run made with the same values.
+BATCH_TOKENS ?= 16384
+THREADS ?=
+
+# ---- Slurm (SCHED=slurm; pipelines/README.md) ----------------------------------------------------
+SCHED ?= local
+# tasks per sharded stage; route-trace split by layers (x batches when there are several) or samples
+SHARDS ?= 4
+TRACE_BY ?= layers
+# a failed task is resubmitted alone up to RETRIES times
+RETRIES ?= 1
+PARTITION ?=
+# more sbatch options for every job, e.g. SUBMIT_FLAGS="--account=a --qos=q"
+SUBMIT_FLAGS ?=
+# resources of one task (sbatch --cpus-per-task, --mem, --time); sized for emoji-vl, see README.md
+# "On a cluster" for a real checkpoint
+TRACE_CPUS ?= 1
+TRACE_MEM ?= 1G
+TRACE_TIME ?= 1:00:00
+SENS_CPUS ?= 1
+SENS_MEM ?= 1G
+SENS_TIME ?= 4:00:00
+MERGE_CPUS ?= 1
+MERGE_MEM ?= 1G
+MERGE_TIME ?= 1:00:00
 
 .SUFFIXES:
 .DELETE_ON_ERROR:
@@ -32,6 +65,19 @@ SHELL := /bin/sh
 CALIB_DIR := $(patsubst %/,%,$(dir $(CALIB)))
 EVAL_DIR := $(patsubst %/,%,$(dir $(EVAL)))
 VARIANTS := $(addprefix uniform,$(UNIFORM)) $(METHODS)
+ifeq ($(filter $(SCHED),local slurm),)
+  $(error SCHED must be local or slurm)
+endif
+THREADS_FLAG := $(if $(THREADS), --threads $(THREADS))
+TRACE_ARGS = -m $(MODEL) --batch-tokens $(BATCH_TOKENS)
+SENS_ARGS = -m $(MODEL) --metric $* --bits $(BITS) --all --vision-tokens key --keep $(OUT)/keep.ms
+# job NAME,OUTPUT: a recipe line's prefix that runs its command as a one-task Slurm job (nothing
+# when SCHED=local)
+SL := $(OUT)/slurm
+SUBMIT = pipelines/slurm/submit.sh -d $(SL) -r $(RETRIES) $(if $(PARTITION),-p $(PARTITION)) \
+	$(if $(SUBMIT_FLAGS),-x "$(SUBMIT_FLAGS)")
+res = -c $($(1)_CPUS) -m $($(1)_MEM) -T $($(1)_TIME)
+job = $(if $(filter slurm,$(SCHED)),rm -f $(2) && $(SUBMIT) -n $(1) $(call res,MERGE) -1 $(2) -- )
 
 .PHONY: table ablations all-streams
 table: $(OUT)/table.txt
@@ -50,16 +96,48 @@ $(OUT)/eval.ms: $(OUT)/eval.jsonl
 	$(BIN)/mode-tokenize -m $(MODEL) --root $(EVAL_DIR) -o $@ $<
 
 # ---- routing statistics ----------------------------------------------------------------------------
+ifeq ($(SCHED),local)
 $(OUT)/trace.ms: $(OUT)/calib.ms
-	$(BIN)/mode-route-trace -m $(MODEL) -o $@ $<
+	$(BIN)/mode-route-trace $(TRACE_ARGS)$(THREADS_FLAG) -o $@ $<
+else
+# the shards (pipelines/slurm/plan.sh), one job array, then the merge as a job
+$(SL)/trace.tasks: $(OUT)/calib.ms FORCE
+	@mkdir -p $(SL) $(OUT)/shards/trace
+	MODE_CAT=$(BIN)/mode-cat pipelines/slurm/plan.sh trace $< $(MODEL) $(SHARDS) $(TRACE_BY) $(BATCH_TOKENS) >$@.plan
+	@while IFS='	' read -r label flags; do \
+	  o=$(OUT)/shards/trace/$$label.ms; \
+	  printf '%s\t%s\t%s\n' "trace.$$label" "$$o" \
+	    "$(BIN)/mode-route-trace $(TRACE_ARGS) --threads $(or $(THREADS),$(TRACE_CPUS)) $$flags -o $$o $<"; \
+	done <$@.plan >$@.new
+	$(call refresh_tasks,$@,$(OUT)/shards/trace)
+$(OUT)/trace.ms: $(SL)/trace.tasks
+	$(SUBMIT) -n trace $(call res,TRACE) $<
+	$(call job,trace-merge,$@)$(BIN)/mode-cat -s -o $@ $$(cut -f2 $<)
+endif
 $(OUT)/freq.ms $(OUT)/keep.ms $(OUT)/freq.png &: $(OUT)/trace.ms
-	$(BIN)/mode-vis-denoise --png $(OUT)/freq.png --keep-out $(OUT)/keep.ms -o $(OUT)/freq.ms $<
+	$(call job,denoise,$(OUT)/freq.ms)$(BIN)/mode-vis-denoise --png $(OUT)/freq.png --keep-out $(OUT)/keep.ms -o $(OUT)/freq.ms $<
 $(OUT)/freq-%.ms: $(OUT)/trace.ms
-	$(BIN)/mode-vis-denoise --method $* -o $@ $<
+	$(call job,denoise-$*,$@)$(BIN)/mode-vis-denoise --method $* -o $@ $<
 
 # ---- sensitivity (on the same calibration samples: mode-ilp checks that freq and sens agree) ------
+ifeq ($(SCHED),local)
 $(OUT)/sens-%.ms: $(OUT)/calib.ms $(OUT)/keep.ms
-	$(BIN)/mode-sensitivity -m $(MODEL) --metric $* --bits $(BITS) --all --vision-tokens key --keep $(OUT)/keep.ms -o $@ $<
+	$(BIN)/mode-sensitivity $(SENS_ARGS)$(THREADS_FLAG) -o $@ $<
+else
+# by layer range, with the keep masks of the merged trace (mode-sensitivity has no finer shard)
+$(SL)/sens-%.tasks: $(OUT)/calib.ms $(OUT)/keep.ms FORCE
+	@mkdir -p $(SL) $(OUT)/shards/sens-$*
+	pipelines/slurm/plan.sh sens $(MODEL) $(SHARDS) >$@.plan
+	@while IFS='	' read -r label flags; do \
+	  o=$(OUT)/shards/sens-$*/$$label.ms; \
+	  printf '%s\t%s\t%s\n' "sens-$*.$$label" "$$o" \
+	    "$(BIN)/mode-sensitivity $(SENS_ARGS) --threads $(or $(THREADS),$(SENS_CPUS)) $$flags -o $$o $<"; \
+	done <$@.plan >$@.new
+	$(call refresh_tasks,$@,$(OUT)/shards/sens-$*)
+$(OUT)/sens-%.ms: $(SL)/sens-%.tasks
+	$(SUBMIT) -n sens-$* $(call res,SENS) $<
+	$(call job,sens-$*-merge,$@)$(BIN)/mode-cat -s -o $@ $$(cut -f2 $<)
+endif
 
 # ---- allocations ---------------------------------------------------------------------------------
 $(OUT)/alloc-uniform%.ms:
@@ -100,5 +178,16 @@ $(OUT)/ablations.txt: $(OUT)/eval-fp.json $(foreach v,mode $(ABLATIONS),$(OUT)/e
 	pipelines/table.sh $(OUT) fp mode $(ABLATIONS) > $@
 ablations: $(OUT)/ablations.txt
 	@cat $<
+
+# ---- Slurm helpers -----------------------------------------------------------------------------------
+# refresh_tasks FILE,SHARD_DIR: FILE.new replaces FILE when it differs (other shards, threads, model...)
+# or when an input is newer; then the shards made for the old FILE are removed. Otherwise FILE keeps
+# its time, so that a second run submits only the shards that are missing.
+define refresh_tasks
+	@if [ -z "$(filter-out FORCE,$?)" ] && cmp -s $(1).new $(1); then rm -f $(1).new; \
+	else rm -f $(2)/*.ms; mv $(1).new $(1); fi
+endef
+.PHONY: FORCE
+FORCE:
 
 .SECONDARY:
