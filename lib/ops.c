@@ -174,6 +174,7 @@ struct rows_job {
     int n_head, head_dim; /* mode_topk_ref: n_head is k */
     int32_t *idx;
     bool norm;
+    void (*flat)(float *x, int64_t n); /* flat_rows: the activation */
 };
 
 static void rows_item(void *ctx, int64_t i, int worker)
@@ -270,29 +271,22 @@ void mode_swiglu_ref(const float *x, int64_t n, int64_t f, float *y)
 /* the GELUs on a flat array: rows of 4096 (every element is computed alike wherever it sits, vmath.h) */
 enum { FLAT_ROW = 4096 };
 
-static void gelu_tanh_rows(const struct rows_job *j, int64_t r0, int64_t r1)
+/* an activation over a flat array (mode_vgelu_tanh, mode_vgelu_erf), in rows of FLAT_ROW */
+static void flat_rows(const struct rows_job *j, int64_t r0, int64_t r1)
 {
     const int64_t e0 = r0 * FLAT_ROW, e1 = r1 * FLAT_ROW < j->d ? r1 * FLAT_ROW : j->d;
-    mode_vgelu_tanh(j->y + e0, e1 - e0);
+    j->flat(j->y + e0, e1 - e0);
 }
 
-void mode_gelu_tanh_ref(float *x, int64_t n)
+static void flat_run(void (*f)(float *, int64_t), float *x, int64_t n)
 {
-    struct rows_job j = {.op = gelu_tanh_rows, .y = x, .n = (n + FLAT_ROW - 1) / FLAT_ROW, .d = n};
+    struct rows_job j = {.op = flat_rows, .flat = f, .y = x, .n = (n + FLAT_ROW - 1) / FLAT_ROW, .d = n};
     rows_run(&j, FLAT_ROW);
 }
 
-static void gelu_erf_rows(const struct rows_job *j, int64_t r0, int64_t r1)
-{
-    const int64_t e0 = r0 * FLAT_ROW, e1 = r1 * FLAT_ROW < j->d ? r1 * FLAT_ROW : j->d;
-    mode_vgelu_erf(j->y + e0, e1 - e0);
-}
+void mode_gelu_tanh_ref(float *x, int64_t n) { flat_run(mode_vgelu_tanh, x, n); }
 
-void mode_gelu_erf_ref(float *x, int64_t n)
-{
-    struct rows_job j = {.op = gelu_erf_rows, .y = x, .n = (n + FLAT_ROW - 1) / FLAT_ROW, .d = n};
-    rows_run(&j, FLAT_ROW);
-}
+void mode_gelu_erf_ref(float *x, int64_t n) { flat_run(mode_vgelu_erf, x, n); }
 
 static void add_bias_rows(const struct rows_job *j, int64_t r0, int64_t r1)
 {

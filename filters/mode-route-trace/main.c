@@ -88,6 +88,40 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
     return MODE_OK;
 }
 
+/* the end of a header: model, inputs (the samples stream's header), shards (the boxes given),
+ * and the header's closing */
+static void header_tail(struct mode_mp *h, const struct mode_model *m, const msgpack_object *input, bool layers, int64_t l_lo, int64_t l_hi,
+                        bool samples, int64_t s_lo, int64_t s_hi)
+{
+    mode_mp_key(h, "model");
+    mode_model_id_pack(h, m);
+    mode_mp_key(h, "inputs");
+    mode_mp_array_open(h);
+    mode_mp_obj(h, input);
+    mode_mp_close(h);
+    mode_mp_key(h, "shards");
+    mode_mp_array_open(h);
+    if (layers || samples) {
+        mode_mp_map_open(h);
+        const struct {
+            bool on;
+            const char *key;
+            int64_t lo, hi;
+        } box[2] = {{layers, "layers", l_lo, l_hi}, {samples, "samples", s_lo, s_hi}};
+        for (int i = 0; i < 2; i++)
+            if (box[i].on) {
+                mode_mp_key(h, box[i].key);
+                mode_mp_array_open(h);
+                mode_mp_int(h, box[i].lo);
+                mode_mp_int(h, box[i].hi);
+                mode_mp_close(h);
+            }
+        mode_mp_close(h);
+    }
+    mode_mp_close(h);
+    mode_mp_close(h);
+}
+
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-route-trace");
@@ -172,34 +206,7 @@ int main(int argc, char **argv)
     mode_mp_key(&h, "n_expert_used");
     mode_mp_int(&h, m.cfg.text.n_expert_used);
     mode_mp_close(&h);
-    mode_mp_key(&h, "model");
-    mode_model_id_pack(&h, &m);
-    mode_mp_key(&h, "inputs");
-    mode_mp_array_open(&h);
-    mode_mp_obj(&h, in.r.header);
-    mode_mp_close(&h);
-    mode_mp_key(&h, "shards");
-    mode_mp_array_open(&h);
-    if (layers_given || samples_given) {
-        mode_mp_map_open(&h);
-        if (layers_given) {
-            mode_mp_key(&h, "layers");
-            mode_mp_array_open(&h);
-            mode_mp_int(&h, l_lo);
-            mode_mp_int(&h, l_hi);
-            mode_mp_close(&h);
-        }
-        if (samples_given) {
-            mode_mp_key(&h, "samples");
-            mode_mp_array_open(&h);
-            mode_mp_int(&h, s_lo);
-            mode_mp_int(&h, s_hi);
-            mode_mp_close(&h);
-        }
-        mode_mp_close(&h);
-    }
-    mode_mp_close(&h);
-    mode_mp_close(&h);
+    header_tail(&h, &m, in.r.header, layers_given, l_lo, l_hi, samples_given, s_lo, s_hi);
     if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&w, out.fd, out.path, &err) || mode_stream_write_header(&w, &h, &err))
         mode_fail(&err);
     mode_mp_free(&h);
@@ -225,25 +232,7 @@ int main(int argc, char **argv)
         mode_mp_key(&h, "vision");
         mode_mp_str(&h, "embeds");
         mode_mp_close(&h);
-        mode_mp_key(&h, "model");
-        mode_model_id_pack(&h, &m);
-        mode_mp_key(&h, "inputs");
-        mode_mp_array_open(&h);
-        mode_mp_obj(&h, in.r.header);
-        mode_mp_close(&h);
-        mode_mp_key(&h, "shards");
-        mode_mp_array_open(&h);
-        if (samples_given) {
-            mode_mp_map_open(&h);
-            mode_mp_key(&h, "samples");
-            mode_mp_array_open(&h);
-            mode_mp_int(&h, s_lo);
-            mode_mp_int(&h, s_hi);
-            mode_mp_close(&h);
-            mode_mp_close(&h);
-        }
-        mode_mp_close(&h);
-        mode_mp_close(&h);
+        header_tail(&h, &m, in.r.header, false, 0, 0, samples_given, s_lo, s_hi);
         if (mode_mp_finish(&h, &err) || mode_stream_writer_init(&sw, sout.fd, sout.path, &err) || mode_stream_write_header(&sw, &h, &err))
             mode_fail(&err);
         mode_mp_free(&h);
