@@ -3,6 +3,8 @@
 #   make                  lib/libmode-core.a and bin/mode-*, with CUDA lib/libmode-cuda.so (installs missing
 #                         Debian packages first)
 #   make check            builds, then runs every test through prove (TAP)
+#   make compat           GPTQModel loads mode-pack's checkpoints as mode reads them (tests/compat/run.sh;
+#                         needs PyPI the first time, else prints a SKIP line)
 #   make bench            builds the benchmark programs of tests/bench/ into build/bench/ (run them by hand)
 #   make deps             installs the Debian packages the build needs, when pkg-config lacks them
 #   make SANITIZER=address check   (or undefined)     make CUDA=0|1     make V=1 (full commands)
@@ -107,7 +109,7 @@ FUZZ_CHECK_BIN := $(FUZZ_C:tests/fuzz/%.c=$(B)/fuzzcheck/%)
 BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check bench fuzz deps fuzz-deps clean install demo FORCE
+.PHONY: all check compat bench fuzz deps fuzz-deps clean install demo FORCE
 all: $(LIB) $(BINS) $(CUDA_SO)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -281,6 +283,14 @@ check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIX
 	@# progress lines off: tests compare stderr with the exact messages (tests/filters/progress.sh
 	@# turns them on where it checks them)
 	MODE_PROGRESS=off prove -j$(PROVE_JOBS) --exec '' $(TEST_BIN) $(HOST_TEST_BIN) $(TEST_SH)
+
+# ---- compatibility: GPTQModel reads mode-pack's checkpoints as mode does (tests/compat/run.sh) --
+# A Python environment in build/compat-venv with the packages of tests/compat/requirements.txt (from
+# PyPI, reused while that file is unchanged), emoji-vl packed at 2.5 bits (v1 and v2) and 4 bits,
+# and GPTQModel's weights and perplexity compared with mode's. Run by CI after check (.ci/run).
+# build/tests/compat/dequant (tests/compat/dequant.c, the pattern rule above) dumps mode's weights.
+compat: all $(B)/tests/compat/dequant
+	@sh tests/compat/run.sh
 
 # ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
 DEMO_OUT ?= build/demo
