@@ -6,8 +6,8 @@
 # 1. A Python environment at $COMPAT_VENV (default build/compat-venv) with the exact packages of
 #    tests/compat/requirements.txt (torch, torchvision, transformers, GPTQModel; from PyPI), reused
 #    while its stamp matches that file and the Python it was made with. When it must be made and
-#    PyPI cannot be reached (pip cannot fetch a package), prints one line `SKIP: make compat: ...`
-#    and exits 0.
+#    PyPI cannot be reached (pip reports a connection error), prints one line
+#    `SKIP: make compat: PyPI cannot be reached (...)` and exits 0.
 # 2. The pipeline on the embedded emoji-vl model (tests/fixtures/emoji-vl), into build/compat/:
 #    tokenize, route-trace, vis-denoise, sensitivity (layer metric), mode-ilp at 2.5 average bits
 #    (widths 2, 3, 4) and uniform 4 bits, mode-pack of the mixed allocation in both formats
