@@ -3,6 +3,8 @@
 #   make                  lib/libmode-core.a and bin/mode-*, with CUDA lib/libmode-cuda.so (installs missing
 #                         Debian packages first)
 #   make check            builds, then runs every test through prove (TAP)
+#   make compat           GPTQModel loads mode-pack's checkpoints as mode reads them (tests/compat/run.sh;
+#                         needs PyPI the first time, else prints a SKIP line)
 #   make slurm-check      the experiment graph sharded over a throwaway single-node Slurm cluster
 #                         (tests/slurm/run.sh; installs slurm and munge when missing, as root)
 #   make bench            builds the benchmark programs of tests/bench/ into build/bench/ (run them by hand)
@@ -109,7 +111,7 @@ FUZZ_CHECK_BIN := $(FUZZ_C:tests/fuzz/%.c=$(B)/fuzzcheck/%)
 BENCH_C := $(sort $(wildcard tests/bench/*.c))
 BENCH_BIN := $(BENCH_C:tests/bench/%.c=$(B)/bench/%)
 
-.PHONY: all check slurm-check bench fuzz deps fuzz-deps clean install demo FORCE
+.PHONY: all check compat slurm-check bench fuzz deps fuzz-deps clean install demo FORCE
 all: $(LIB) $(BINS) $(CUDA_SO)
 
 # ---- dependencies ------------------------------------------------------------------------------
@@ -290,6 +292,14 @@ check: all $(TEST_BIN) $(FUZZ_CHECK_BIN) $(HOST_TEST_BIN) $(HOST_BINS) $(BIG_FIX
 slurm-check: all $(B)/tests/slurm/stream-cmp
 	@chmod +x tests/slurm/*.sh pipelines/slurm/*.sh pipelines/slurm/*.sbatch 2>/dev/null || true
 	@tests/slurm/run.sh
+
+# ---- compatibility: GPTQModel reads mode-pack's checkpoints as mode does (tests/compat/run.sh) --
+# A Python environment in build/compat-venv with the packages of tests/compat/requirements.txt (from
+# PyPI, reused while that file is unchanged), emoji-vl packed at 2.5 bits (v1 and v2) and 4 bits,
+# and GPTQModel's weights and perplexity compared with mode's. Run by CI after check (.ci/run).
+# build/tests/compat/dequant (tests/compat/dequant.c, the pattern rule above) dumps mode's weights.
+compat: all $(B)/tests/compat/dequant
+	@sh tests/compat/run.sh
 
 # ---- the demo: the whole pipeline on the embedded emoji-vl model (pipelines/mode.mk) ----------
 DEMO_OUT ?= build/demo
