@@ -1,5 +1,6 @@
 /* model.c — binds a Qwen3-VL-MoE checkpoint's tensors by name and shape (model.h). */
 #include "model.h"
+#include "sha256.h"
 #include "gptqpack.h"
 #include "json.h"
 
@@ -417,6 +418,15 @@ int mode_model_open_flags(struct mode_model *m, const char *dir, unsigned flags,
     if (!(flags & MODE_MODEL_NO_SCAN) && (rc = mode_st_set_scan(&m->st, 0, m->weights_hash, err))) {
         mode_err_prefix(err, "%s/", m->dir);
         goto fail;
+    }
+    if (m->weights_hash[0] && m->packed) {
+        /* the same bytes read as GPTQ v1 or v2 are other weights (the zero points' offset):
+         * the packing format joins the fingerprint */
+        struct mode_sha256 h;
+        mode_sha256_init(&h);
+        mode_sha256_update(&h, m->weights_hash, 64);
+        mode_sha256_update(&h, m->gptq_v1 ? ":gptq-v1" : ":gptq-v2", 8);
+        mode_sha256_hex(&h, m->weights_hash);
     }
     return MODE_OK;
 fail:

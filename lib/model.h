@@ -103,7 +103,8 @@ struct mode_model {
     const struct mode_st_tensor **unused; /* checkpoint tensors the architecture does not use */
     size_t n_unused;
     char weights_hash[65]; /* the fingerprint of every tensor's bytes (mode_st_set_scan): differs between
-                              the two expert layouts, and between a checkpoint and its packed form */
+                              the two expert layouts, and between a checkpoint and its packed form;
+                              for a packed one, with its format (GPTQ v1 or v2) folded in */
 };
 
 int mode_model_open(struct mode_model *m, const char *dir, struct mode_err *err);

@@ -101,6 +101,17 @@ run mode-pack --card-update "$T/v1" -o "$T/x"
 is "$rc $(cat "$T/err")" "64 mode-pack: --card-update DIR takes only --card-eval FILE: the rest of the card stays as it is" \
     "--card-update with packing options: exit 64"
 
+# the identity of the evaluated weights: the v1 files read as v2 (only the config's format
+# changed) are other weights, and say so
+mkdir "$T/v1as2"
+cp "$T"/v1/* "$T/v1as2/"
+sed 's/"checkpoint_format": *"gptq"/"checkpoint_format": "gptq_v2"/' "$T/v1/config.json" >"$T/v1as2/config.json"
+wid() { mode-cat -m "$1" | sed 's/.*"weights":"\([0-9a-f]*\)".*/\1/'; }
+a=$(wid "$T/v1") b=$(wid "$T/v1as2")
+if ! cmp -s "$T/v1/config.json" "$T/v1as2/config.json" && [ ${#a} -eq 64 ] && [ ${#b} -eq 64 ] && [ "$a" != "$b" ]; then
+    pass "the same tensor bytes read as v1 and as v2: two weight identities"
+else fail "the same tensor bytes read as v1 and as v2: two weight identities ($a, $b)"; fi
+
 # v2, from a directory whose config names the model and whose card has a license; an evaluation
 # for the card
 mkdir "$T/src"
