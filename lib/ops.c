@@ -71,6 +71,8 @@ static int64_t g_fallback;
 
 static int g_gemm_all; /* MODE_GPU_GEMM=all */
 
+enum mode_device mode_ops_device_get(void) { return g_device; }
+
 void mode_ops_device(enum mode_device d)
 {
     g_device = d;

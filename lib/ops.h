@@ -44,6 +44,8 @@ int mode_ops_blas_ready(struct mode_err *err);
 #define MODE_GEMM_CUDA_MIN_FLOP ((int64_t)1 << 26)
 #define MODE_GEMM_CUDA_MIN_INTENSITY 256
 void mode_ops_device(enum mode_device d);
+/* the device mode_ops_device set (MODE_DEVICE_CPU until then) */
+enum mode_device mode_ops_device_get(void);
 /* MODE_OK, or the first GPU failure's status and message (*n_fallback products fell back). */
 int mode_ops_device_status(int64_t *n_fallback, struct mode_err *err);
 

@@ -268,6 +268,9 @@ oom:
 
 /* ---- vision tower ------------------------------------------------------------------------ */
 
+/* the first error of a loop on the pool's threads (the lowest item's) */
+static pthread_mutex_t g_expert_err_lock = PTHREAD_MUTEX_INITIALIZER;
+
 struct vis_block {
     float *n1w, *n1b, *qkv, *qkvb, *proj, *projb, *n2w, *n2b, *fc1, *fc1b, *fc2, *fc2b;
 };
@@ -366,6 +369,58 @@ static int scatter(struct mode_rt_batch *b, const struct mode_vision_config *v, 
     return MODE_OK;
 }
 
+/* the patch embedding of the images: image i's patches normalised, times the patch weights, the
+ * bias, the interpolated position embedding and its rotary angles, at rows offs[i].. of x */
+struct embed_job {
+    const struct mode_rt *rt;
+    struct mode_rt_batch *b;
+    const float *pw, *pb, *table;
+    float *x, *ang;
+    const int64_t *offs;
+    int64_t patch_floats; /* the largest image's patches */
+    float *patches;       /* NULL: each worker's scratch (pool.h) */
+    int err_image;        /* the lowest failed image, its error in err */
+    struct mode_err err;
+};
+
+static void embed_image(void *ctx, int64_t i, int worker)
+{
+    struct embed_job *j = ctx;
+    const struct mode_model *m = j->rt->m;
+    const struct mode_vision_config *v = &m->cfg.vision;
+    struct mode_rt_image *im = &j->b->image[i];
+    if (im->data.has_embeds) return;
+    const int E = v->n_embd, hd = E / v->n_head;
+    const int64_t pd = (int64_t)v->in_channels * v->temporal_patch_size * v->patch_size * v->patch_size;
+    const int64_t *grid = im->data.grid, np = grid[0] * grid[1] * grid[2], off = j->offs[i];
+    float *patches = j->patches ? j->patches : mode_pool_scratch(worker, sizeof(float) * (size_t)j->patch_floats); /* sized before */
+    struct mode_err e = {0};
+    if (mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, &e)) {
+        pthread_mutex_lock(&g_expert_err_lock);
+        if (j->err_image < 0 || i < j->err_image) j->err_image = (int)i, j->err = e;
+        pthread_mutex_unlock(&g_expert_err_lock);
+        return;
+    }
+    float *x = j->x + off * E;
+    mode_gemm(np, E, pd, patches, pd, j->pw, pd, true, 0.0f, x, E);
+    free_image_copy(&im->data);
+    mode_add_bias_ref(x, j->pb, np, E);
+    add_pos_embed(j->table, (int)lround(sqrt((double)v->n_pos)), grid, v->merge_size, E, x);
+    /* rotary angles: (row * inv_freq, col * inv_freq) of each patch in merge-block order */
+    const int q4 = hd / 4, mm = v->merge_size;
+    const int64_t w = grid[2], bw = w / mm;
+    for (int64_t p = 0; p < np; p++) {
+        int64_t pp = p % (grid[1] * w);
+        int64_t in_col = pp % mm, in_row = (pp / mm) % mm, blk_col = (pp / (mm * mm)) % bw, blk_row = pp / (mm * mm * bw);
+        float row = (float)(blk_row * mm + in_row), col = (float)(blk_col * mm + in_col);
+        float *a = j->ang + (off + p) * (hd / 2);
+        for (int q = 0; q < q4; q++) {
+            a[q] = row * j->rt->vis_inv_freq[q];
+            a[q4 + q] = col * j->rt->vis_inv_freq[q];
+        }
+    }
+}
+
 static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena *ar, struct mode_err *err)
 {
     const struct mode_model *m = rt->m;
@@ -403,40 +458,31 @@ static int vision(struct mode_rt *rt, struct mode_rt_batch *b, struct mode_arena
     if (!seg && !err->code) mode_err_set(err, MODE_EDATA, "%lld image frames in one batch: at most %d", (long long)n_frame, INT_MAX - 1);
     if (!seg || !x || !vw || !ang || !ds || !embeds) return err->code ? err->code : MODE_EUNAVAILABLE;
     /* patch embedding: Conv3d with kernel = stride = (T, P, P) is one matmul per patch; the f32
-     * patches of one image at a time, in one buffer for the largest */
+     * patches of one image at a time, in one buffer for the largest (a worker's own when the
+     * images are spread over the pool's threads) */
     const struct mode_arena_mark embed_mark = mode_arena_mark(ar);
     float *pw = scratch_f32(ar, m->patch_w, err), *pb = scratch_f32(ar, m->patch_b, err), *table = scratch_f32(ar, m->pos_embd, err);
-    float *patches = scratch_zero(ar, most * pd, err, "image patches");
-    if (!pw || !pb || !table || !patches) return err->code ? err->code : MODE_EUNAVAILABLE;
-    int64_t off = 0;
-    for (int i = 0; i < b->n_image && !rc; i++) {
-        struct mode_rt_image *im = &b->image[i];
-        const int64_t *grid = im->data.grid;
-        int64_t np = grid[0] * grid[1] * grid[2];
-        if (im->data.has_embeds) continue;
-        if ((rc = mode_image_pixel_values(&im->data, v, m->has_preproc ? &m->pre : NULL, patches, err))) {
-            rc = err->code ? err->code : MODE_EUNAVAILABLE;
-            break;
-        }
-        mode_gemm(np, E, pd, patches, pd, pw, pd, true, 0.0f, x + off * E, E);
-        free_image_copy(&im->data);
-        mode_add_bias_ref(x + off * E, pb, np, E);
-        add_pos_embed(table, (int)lround(sqrt((double)v->n_pos)), grid, v->merge_size, E, x + off * E);
-        /* rotary angles: (row * inv_freq, col * inv_freq) of each patch in merge-block order */
-        int q4 = hd / 4, mm = v->merge_size;
-        int64_t w = grid[2], bw = w / mm;
-        for (int64_t p = 0; p < np; p++) {
-            int64_t pp = p % (grid[1] * w);
-            int64_t in_col = pp % mm, in_row = (pp / mm) % mm, blk_col = (pp / (mm * mm)) % bw, blk_row = pp / (mm * mm * bw);
-            float row = (float)(blk_row * mm + in_row), col = (float)(blk_col * mm + in_col);
-            float *a = ang + (off + p) * (hd / 2);
-            for (int j = 0; j < q4; j++) {
-                a[j] = row * rt->vis_inv_freq[j];
-                a[q4 + j] = col * rt->vis_inv_freq[j];
-            }
-        }
-        off += np;
+    if (!pw || !pb || !table) return err->code ? err->code : MODE_EUNAVAILABLE;
+    int64_t *offs = mode_arena_calloc(ar, (size_t)b->n_image + 1, sizeof *offs, err, "image offsets");
+    if (!offs) return err->code;
+    for (int i = 0; i < b->n_image; i++) {
+        const int64_t *g = b->image[i].data.grid;
+        offs[i + 1] = offs[i] + (b->image[i].data.has_embeds ? 0 : g[0] * g[1] * g[2]);
     }
+    struct embed_job ej = {rt, b, pw, pb, table, x, ang, offs, most * pd, NULL, -1, {0}};
+    /* by image on the pool when there are enough of them and the products stay on the CPU (a
+     * single large image is faster with its product's tiles on the pool); each image's work is
+     * the same calls either way */
+    const int threads = mode_pool_threads();
+    if (threads > 1 && b->n_image >= 2 * threads && mode_ops_device_get() == MODE_DEVICE_CPU && !rt->resident) {
+        for (int w = 0; w < threads; w++)
+            if (!mode_pool_scratch(w, sizeof(float) * (size_t)(most * pd))) return mode_err_oom(err, sizeof(float) * (size_t)(most * pd), "image patches");
+        mode_pool_run(b->n_image, embed_image, &ej);
+    } else {
+        if (!(ej.patches = scratch_zero(ar, most * pd, err, "image patches"))) return err->code;
+        for (int i = 0; i < b->n_image; i++) embed_image(&ej, i, 0);
+    }
+    if (ej.err_image >= 0) rc = ej.err.code ? ej.err.code : MODE_EUNAVAILABLE, *err = ej.err;
     mode_arena_release(ar, embed_mark);
     if (rc) return rc;
     /* attention inside each frame of each image */
@@ -729,8 +775,6 @@ static int attention(const struct mode_rt *rt, struct mode_rt_batch *b, int laye
 }
 
 /* ---- the experts of a MoE layer on the pool's threads ---- */
-
-static pthread_mutex_t g_expert_err_lock = PTHREAD_MUTEX_INITIALIZER;
 
 enum { EXPERT_ADD_ROWS = 64 };
 
