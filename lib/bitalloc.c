@@ -441,12 +441,12 @@ static int mcmoe_budget(const struct mode_alloc_opts *o, int n, double *w, doubl
     const long total = (long)floor(o->avg_bits * n + 1e-9);
     long least = (long)n * o->cand[0];
     for (int c = 1; c < C; c++) least += o->cand[c] - o->cand[0];
-    if (n < C || total < least) {
+    if (n < C - 1 || total < least) {
         char cs[64];
         cand_str(o, cs, sizeof cs);
-        if (n < C)
+        if (n < C - 1)
             return mode_err_set(err, MODE_EDATA, "method mcmoe puts at least one expert at each width above the lowest: %d experts "
-                                "cannot take the %d widths %s", n, C, cs);
+                                "cannot take the %d widths above the lowest of %s", n, C - 1, cs);
         return mode_err_set(err, MODE_EDATA,
                             "--avg-bits %g cannot be met by mcmoe: %d experts of widths %s with at least one at each width above %d "
                             "need %ld bits in all, an average of at least %.6g",
@@ -588,9 +588,9 @@ int mode_alloc_solve(const struct mode_alloc_data *d, const struct mode_alloc_op
             if ((rc = budget(o, n, o->global ? o->max_bytes : o->max_bytes / L, w + off * C, &cap, &eq, err))) goto out;
             int min_count[MODE_ALLOC_MAX_BITS] = {0};
             if (o->method == MODE_ALLOC_MCMOE) {
-                if (n < C) {
+                if (n < C - 1) { /* a byte budget: mcmoe_budget did not see it */
                     rc = mode_err_set(err, MODE_EDATA, "method mcmoe puts at least one expert at each width above the lowest: %d "
-                                      "experts cannot take %d widths", n, C);
+                                      "experts cannot take %d widths", n, C - 1);
                     goto out;
                 }
                 for (int c = 1; c < C; c++) min_count[c] = 1;
