@@ -1,14 +1,15 @@
 #!/bin/sh
-# pipelines/paper-table.sh OUT MAIN LADDER BUDGETS RESAMPLES SEED — the tables of pipelines/paper.mk
+# pipelines/paper-table.sh OUT MAIN LADDER BUDGETS RESAMPLES SEED STEPS — the tables of pipelines/paper.mk
 # as Markdown: the main table (the variants of MAIN) and the ablation ladder (those of LADDER),
 # from an experiment directory OUT (layout in paper.mk). Per variant METHOD@BITS: average bits and
 # packed expert bytes (mode-ilp's summary), text and caption perplexity and caption exact match on
 # the evaluation set (mode-eval), the paired bootstrap 95% interval of each perplexity difference
 # against MODE (mode-eval --compare; * when the interval excludes zero), and the perplexities of
 # the same variant calibrated on each third of the calibration set (min-max, and in how many of
-# the three MODE's was lower). Numbers as measured; nothing is estimated here.
+# the three MODE's was lower), and for the ladder, each step against the one before it (STEPS:
+# METHOD:PREVIOUS pairs). Numbers as measured; nothing is estimated here.
 set -eu
-out=$1 main=$2 ladder=$3 budgets=$4 resamples=$5 seed=$6
+out=$1 main=$2 ladder=$3 budgets=$4 resamples=$5 seed=$6 steps=${7:-}
 
 num() { tr -d ' \n' <"$1" | sed -n "s/.*$2.*/\\1/p"; }
 text_ppl() { num "$1" '"metrics":{"text":{[^}]*"perplexity":\([0-9.e+-]*\)}'; }
@@ -44,7 +45,7 @@ label() {
 }
 # "diff [lo, hi]" of group g (text | answer) of a --compare report, * when the interval excludes 0
 delta() {
-    f=$out/all/cmp-$1.json
+    f=${3:-$out/all/cmp-$1.json}
     [ -f "$f" ] || { echo "—"; return; }
     tr -d ' \n' <"$f" | sed -n "s/.*\"$2\":{[^}]*\"difference\":\([^,]*\),\"ci95\":\[\([^],]*\),\([^]]*\)\],\"excludes_zero\":\([a-z]*\).*/\1 \2 \3 \4/p" |
         awk '{ printf "%+.3f [%+.3f, %+.3f]%s", $1, $2, $3, $4 == "true" ? " *" : "" }'
@@ -95,9 +96,23 @@ echo "### Ablation ladder"
 echo
 header step
 for v in $ladder; do row "$v"; done
+if [ -n "$steps" ]; then
+    lb=$(set -- $ladder; echo "${1#*@}")
+    echo
+    echo "### Each step of the ladder against the one before it"
+    echo
+    echo "| step | against | Δ text ppl (95% CI) | Δ caption ppl (95% CI) |"
+    echo "|---|---|---|---|"
+    for p in $steps; do
+        a=${p%%:*}@$lb b=${p#*:}@$lb
+        printf '| %s | %s | %s | %s |\n' "$(label "$a")" "$(label "$b")" "$(delta "$a" text "$out/all/step-$a.json")" \
+            "$(delta "$a" answer "$out/all/step-$a.json")"
+    done
+fi
 echo
-echo "Δ: the variant's perplexity minus MODE's (the row named under \"against\"), on the whole"
-echo "calibration set; in brackets the paired bootstrap 95% interval over the evaluation records"
-echo "($resamples resamples, seed $seed, mode-eval --compare); * marks an interval that excludes zero."
+echo "Δ: the variant's perplexity minus MODE's (the row named under \"against\"; in the last table, the"
+echo "step's minus the previous step's), all calibrated on the whole calibration set; in brackets the"
+echo "paired bootstrap 95% interval over the evaluation records ($resamples resamples, seed $seed,"
+echo "mode-eval --compare); * marks an interval that excludes zero."
 echo "Thirds: the same variant calibrated on each disjoint third of the calibration set, min–max of"
 echo "the three perplexities, and in parentheses in how many of the three MODE's was lower."

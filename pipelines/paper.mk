@@ -14,7 +14,8 @@
 # calibration set — all/ (every line) and third1/ third2/ third3/ (lines 1, 4, 7, ...; 2, 5, ...;
 # 3, 6, ...) — each with its calib.ms, trace.ms, freq.ms, keep.ms, sens-kl.ms, sens-mcmoe.ms and,
 # per variant METHOD@BITS, alloc-V.ms/.json, packed-V/, eval-V.json and records-V.jsonl (mode-eval
-# --records); all/cmp-V.json holds mode-eval --compare of V against MODE.
+# --records); all/cmp-V.json holds mode-eval --compare of V against MODE, all/step-V.json of a
+# ladder step against the step before it.
 
 MODEL ?= tests/fixtures/emoji-vl/model
 CALIB ?= tests/fixtures/emoji-vl/calib/data.jsonl
@@ -111,11 +112,22 @@ $(foreach s,$(SETS),$(foreach v,$(VARIANTS),$(eval $(OUT)/$(s)/alloc-$(v).ms: $(
 $(foreach v,$(COMPARED),$(eval $(OUT)/all/cmp-$(v).json: $(OUT)/all/records-$(v).jsonl $(OUT)/all/records-$(call ref,$(v)).jsonl))
 $(OUT)/all/cmp-%.json:
 	$(BIN)/mode-eval --compare $(OUT)/all/records-$*.jsonl $(word 2,$^) --resamples $(RESAMPLES) --seed $(SEED) -o $@
+# and each step of the ladder against the step before it (the frequency-only steps against (b),
+# ½ text + ½ all image tokens, for (c) and (d); the sensitivity steps in turn)
+STEPS := rank-text-vision:rank-all rank-text-key:rank-text-vision rank-text-redundant:rank-text-vision \
+	freq-text-vision:freq-total freq-text-key:freq-text-vision mode:freq-text-key
+step_a = $(firstword $(subst :, ,$(1)))@$(LADDER_BUDGET)
+step_b = $(lastword $(subst :, ,$(1)))@$(LADDER_BUDGET)
+STEP_FILES := $(foreach p,$(STEPS),$(OUT)/all/step-$(call step_a,$(p)).json)
+$(foreach p,$(STEPS),$(eval $(OUT)/all/step-$(call step_a,$(p)).json: $(OUT)/all/records-$(call step_a,$(p)).jsonl \
+	$(OUT)/all/records-$(call step_b,$(p)).jsonl))
+$(OUT)/all/step-%.json:
+	$(BIN)/mode-eval --compare $(word 1,$^) $(word 2,$^) --resamples $(RESAMPLES) --seed $(SEED) -o $@
 
 # ---- the tables ------------------------------------------------------------------------------
 $(OUT)/paper.md: $(OUT)/fp/eval.json pipelines/paper-table.sh \
 	$(foreach s,$(SETS),$(foreach v,$(VARIANTS),$(OUT)/$(s)/eval-$(v).json $(OUT)/$(s)/alloc-$(v).json)) \
-	$(foreach v,$(COMPARED),$(OUT)/all/cmp-$(v).json)
-	pipelines/paper-table.sh $(OUT) '$(MAIN)' '$(LADDER)' '$(BUDGETS)' $(RESAMPLES) $(SEED) > $@
+	$(foreach v,$(COMPARED),$(OUT)/all/cmp-$(v).json) $(STEP_FILES)
+	pipelines/paper-table.sh $(OUT) '$(MAIN)' '$(LADDER)' '$(BUDGETS)' $(RESAMPLES) $(SEED) '$(STEPS)' > $@
 
 .SECONDARY:
