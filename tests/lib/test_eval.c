@@ -105,7 +105,7 @@ static void write_record(int fd, const struct mode_eval *e, int64_t sample, cons
     mode_wbuf_init(&w, fd, "records", &err);
     mode_mpjson_write(&w, &u.data, 1);
     mode_wbuf_putc(&w, '\n');
-    mode_wbuf_flush(&w);
+    mode_wbuf_free(&w, &err);
     msgpack_unpacked_destroy(&u);
     mode_mp_free(&b);
 }
