@@ -83,6 +83,15 @@ header() {
     echo "|---|---|---|---|---|---|---|---|---|---|---|"
 }
 
+# every report the tables read must be there: a missing one stops the table, no row is made up
+for f in "$out/fp/eval.json" $(for v in $main $ladder; do
+    echo "$out/all/alloc-$v.json"
+    for s in all third1 third2 third3; do echo "$out/$s/eval-$v.json"; done
+    [ "$(meth "$v")" = mode ] || echo "$out/all/cmp-$v.json"
+done) $(lb=$(set -- $ladder x; echo "${1#*@}"); for p in $steps; do echo "$out/all/step-${p%%:*}@$lb.json"; done); do
+    [ -s "$f" ] || { echo "paper-table.sh: $f is missing (run make -f pipelines/paper.mk)" >&2; exit 1; }
+done
+
 fp=$out/fp/eval.json
 any=$(set -- $main; echo "$1")
 echo "### Main table"
