@@ -325,7 +325,7 @@ clean:
 
 # ---- the paper's experiment on the embedded emoji-vl model (pipelines/paper.mk) -----------------
 # the main table and the ablation ladder with bootstrap intervals and the spread over calibration
-# thirds, into build/paper/paper.md; two programs at a time (each on one BLAS thread)
+# thirds, into build/paper/paper.md; two programs at a time (each on one thread)
 PAPER_OUT ?= build/paper
 PAPER_JOBS ?= 2
 .PHONY: paper

@@ -30,9 +30,9 @@ LADDER_BUDGET ?= 2.5
 # the paired bootstrap (mode-eval --compare)
 RESAMPLES ?= 10000
 SEED ?= 1
-# one BLAS thread per program: with make -j2 two programs share the two cores instead of four
-# threads fighting for them
-export OPENBLAS_NUM_THREADS ?= 1
+# threads of each heavy program (--threads): with make -j2, two programs of one thread each share
+# the two cores instead of four threads fighting for them
+THREADS ?= 1
 
 .SUFFIXES:
 .DELETE_ON_ERROR:
@@ -62,7 +62,7 @@ $(OUT)/eval.ms: $(EVAL)
 	$(BIN)/mode-tokenize -m $(MODEL) --root $(EVAL_DIR) -o $@ $<
 $(OUT)/fp/eval.json $(OUT)/fp/records.jsonl &: $(OUT)/eval.ms
 	@mkdir -p $(@D)
-	$(BIN)/mode-eval -m $(MODEL) --records $(OUT)/fp/records.jsonl -o $(OUT)/fp/eval.json $<
+	$(BIN)/mode-eval --threads $(THREADS) -m $(MODEL) --records $(OUT)/fp/records.jsonl -o $(OUT)/fp/eval.json $<
 
 # ---- one calibration set: $(1) its directory, $(2) the awk condition choosing its lines -------
 define CALIB_SET
@@ -72,16 +72,16 @@ $(OUT)/$(1)/calib.jsonl: $(CALIB)
 $(OUT)/$(1)/calib.ms: $(OUT)/$(1)/calib.jsonl
 	$(BIN)/mode-tokenize -m $(MODEL) --root $(CALIB_DIR) -o $$@ $$<
 $(OUT)/$(1)/trace.ms: $(OUT)/$(1)/calib.ms
-	$(BIN)/mode-route-trace -m $(MODEL) -o $$@ $$<
+	$(BIN)/mode-route-trace --threads $(THREADS) -m $(MODEL) -o $$@ $$<
 $(OUT)/$(1)/freq.ms $(OUT)/$(1)/keep.ms &: $(OUT)/$(1)/trace.ms
 	$(BIN)/mode-vis-denoise --keep-out $(OUT)/$(1)/keep.ms -o $(OUT)/$(1)/freq.ms $$<
 # MODE's sensitivity: KL on text tokens and on key image tokens, and the modality-blind one
 $(OUT)/$(1)/sens-kl.ms: $(OUT)/$(1)/calib.ms $(OUT)/$(1)/keep.ms
-	$(BIN)/mode-sensitivity -m $(MODEL) --metric kl --bits $(BITS) --group-size $(GROUP) --all --vision-tokens key \
+	$(BIN)/mode-sensitivity --threads $(THREADS) -m $(MODEL) --metric kl --bits $(BITS) --group-size $(GROUP) --all --vision-tokens key \
 	    --keep $(OUT)/$(1)/keep.ms -o $$@ $(OUT)/$(1)/calib.ms
 # MC-MoE's: the summed Frobenius norms of the MoE output error, RTN
 $(OUT)/$(1)/sens-mcmoe.ms: $(OUT)/$(1)/calib.ms
-	$(BIN)/mode-sensitivity -m $(MODEL) --metric mcmoe --bits $(BITS) --group-size $(GROUP) -o $$@ $$<
+	$(BIN)/mode-sensitivity --threads $(THREADS) -m $(MODEL) --metric mcmoe --bits $(BITS) --group-size $(GROUP) -o $$@ $$<
 # uniform needs neither stream; mcmoe takes its own error; rank-* only the frequencies (each
 # variant's streams are its prerequisites, below, so that nothing waits for a sweep it does not use)
 $(OUT)/$(1)/alloc-%.ms:
@@ -93,9 +93,9 @@ $(OUT)/$(1)/alloc-%.json: $(OUT)/$(1)/alloc-%.ms
 	@test -f $$@
 $(OUT)/$(1)/packed-%/config.json: $(OUT)/$(1)/alloc-%.ms $(OUT)/$(1)/calib.ms
 	rm -rf $(OUT)/$(1)/packed-$$* $(OUT)/$(1)/packed-$$*.resume
-	$(BIN)/mode-pack -m $(MODEL) -a $$< --group $(GROUP) -o $(OUT)/$(1)/packed-$$* $(OUT)/$(1)/calib.ms
+	$(BIN)/mode-pack --threads $(THREADS) -m $(MODEL) -a $$< --group $(GROUP) -o $(OUT)/$(1)/packed-$$* $(OUT)/$(1)/calib.ms
 $(OUT)/$(1)/eval-%.json $(OUT)/$(1)/records-%.jsonl: $(OUT)/$(1)/packed-%/config.json $(OUT)/eval.ms
-	$(BIN)/mode-eval -m $(OUT)/$(1)/packed-$$* --records $(OUT)/$(1)/records-$$*.jsonl -o $(OUT)/$(1)/eval-$$*.json $(OUT)/eval.ms
+	$(BIN)/mode-eval --threads $(THREADS) -m $(OUT)/$(1)/packed-$$* --records $(OUT)/$(1)/records-$$*.jsonl -o $(OUT)/$(1)/eval-$$*.json $(OUT)/eval.ms
 endef
 
 $(eval $(call CALIB_SET,all,1))
