@@ -11,6 +11,8 @@
 #   make deps             installs the Debian packages the build needs, when pkg-config lacks them
 #   make SANITIZER=address check   (or undefined)     make CUDA=0|1     make V=1 (full commands)
 #   make install PREFIX=/usr/local                    make clean
+#   make demo             the pipeline on the embedded emoji-vl model (pipelines/mode.mk)
+#   make paper            the paper's tables on emoji-vl (pipelines/paper.mk; build/paper/paper.md)
 #
 # Objects go to build/; any change of compiler flags (SANITIZER, CUDA, CFLAGS...) rebuilds all,
 # through the build/flags stamp.
@@ -339,5 +341,14 @@ install: all
 
 clean:
 	rm -rf $(B) $(LIB) lib/libmode-cuda.so bin/mode-*
+
+# ---- the paper's experiment on the embedded emoji-vl model (pipelines/paper.mk) -----------------
+# the main table and the ablation ladder with bootstrap intervals and the spread over calibration
+# thirds, into build/paper/paper.md; two programs at a time (each on one thread)
+PAPER_OUT ?= build/paper
+PAPER_JOBS ?= 2
+.PHONY: paper
+paper: all
+	@$(MAKE) --no-print-directory -j$(PAPER_JOBS) -f pipelines/paper.mk OUT=$(PAPER_OUT) paper
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -10,7 +10,7 @@ void mode_alloc_data_init(struct mode_alloc_data *d) { memset(d, 0, sizeof *d); 
 
 static void layer_free(struct mode_alloc_layer *l)
 {
-    free(l->freq), free(l->count), free(l->wsum), free(l->dt), free(l->dv), free(l->da);
+    free(l->freq), free(l->count), free(l->wsum), free(l->prob), free(l->dt), free(l->dv), free(l->da);
 }
 
 void mode_alloc_data_free(struct mode_alloc_data *d)
@@ -84,8 +84,10 @@ int mode_alloc_read_freq(struct mode_alloc_data *d, struct mode_stream_reader *r
         l->freq = calloc(MODE_CLS_COUNT * E, sizeof *l->freq);
         l->count = calloc(MODE_CLS_COUNT * E, sizeof *l->count);
         l->wsum = calloc(MODE_CLS_COUNT * E, sizeof *l->wsum);
-        if (!l->freq || !l->count || !l->wsum) return mode_err_oom(err, MODE_CLS_COUNT * E * 8, "frequencies");
+        l->prob = calloc(MODE_CLS_COUNT * E, sizeof *l->prob);
+        if (!l->freq || !l->count || !l->wsum || !l->prob) return mode_err_oom(err, MODE_CLS_COUNT * E * 32, "frequencies");
         l->has_freq = true;
+        l->has_prob = true;
         for (int c = 0; c < MODE_CLS_COUNT; c++) {
             char cwhat[96];
             snprintf(cwhat, sizeof cwhat, "%s, class '%s'", what, mode_freq_class_name[c]);
@@ -103,6 +105,15 @@ int mode_alloc_read_freq(struct mode_alloc_data *d, struct mode_stream_reader *r
             memcpy(l->count + c * E, tc.data, E * sizeof *l->count);
             copy_f64(l->wsum + c * E, &tw);
             copy_f64(l->freq + c * E, &tf);
+            /* prob: router probabilities before renormalisation; absent from streams made from
+             * traces older than the field */
+            if (!mode_mp_get(co, "prob")) l->has_prob = false;
+            else {
+                struct mode_tensor tp;
+                if ((rc = mode_rec_tensor(&cr, "prob", true, &tp, MODE_F64, 1, dims, err))) return rc;
+                copy_f64(l->prob + c * E, &tp);
+                if ((rc = check_finite(l->prob + c * E, E, &cr, "prob", err))) return rc;
+            }
             for (size_t e = 0; e < E; e++)
                 if (l->count[c * E + e] < 0)
                     return mode_err_set(err, MODE_EDATA, "%s: %s: count[%zu] is negative", r->name, cwhat, e);
@@ -270,7 +281,20 @@ int mode_alloc_check_provenance(const msgpack_object *fh, const char *fname, con
 
 /* ---- methods --------------------------------------------------------------------------------- */
 
-static const char *const method_names[MODE_ALLOC_N_METHODS] = {"mode", "text-vision", "freq-total", "mcmoe", "sens-only", "uniform"};
+static const char *const method_names[MODE_ALLOC_N_METHODS] = {
+    "mode",           "text-vision",      "freq-total",    "mcmoe",         "sens-only",        "uniform",
+    "freq-text-vision", "freq-text-key",  "rank-all",      "rank-text-vision", "rank-text-key", "rank-text-redundant"};
+
+const char *mode_alloc_method_list(void)
+{
+    return "mode, text-vision, freq-total, freq-text-vision, freq-text-key, mcmoe, sens-only, rank-all, rank-text-vision, "
+           "rank-text-key, rank-text-redundant, uniform";
+}
+
+static bool is_rank(enum mode_alloc_method m)
+{
+    return m == MODE_ALLOC_RANK_ALL || m == MODE_ALLOC_RANK_TEXT_VISION || m == MODE_ALLOC_RANK_TEXT_KEY || m == MODE_ALLOC_RANK_TEXT_REDUNDANT;
+}
 
 int mode_alloc_method_parse(const char *s)
 {
@@ -282,7 +306,7 @@ int mode_alloc_method_parse(const char *s)
 const char *mode_alloc_method_name(enum mode_alloc_method m) { return (unsigned)m < MODE_ALLOC_N_METHODS ? method_names[m] : "?"; }
 
 bool mode_alloc_method_needs_freq(enum mode_alloc_method m) { return m != MODE_ALLOC_SENS_ONLY && m != MODE_ALLOC_UNIFORM; }
-bool mode_alloc_method_needs_sens(enum mode_alloc_method m) { return m != MODE_ALLOC_UNIFORM; }
+bool mode_alloc_method_needs_sens(enum mode_alloc_method m) { return m != MODE_ALLOC_UNIFORM && !is_rank(m); }
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -328,7 +352,31 @@ int mode_alloc_costs(const struct mode_alloc_data *d, const struct mode_alloc_op
         return mode_err_set(err, MODE_EUSAGE, "method %s needs a sens stream", mode_alloc_method_name(o->method));
     for (int li = 0; li < d->n_layer; li++) {
         const struct mode_alloc_layer *l = &d->L[li];
+        if (o->method == MODE_ALLOC_MCMOE && !l->has_prob)
+            return mode_err_set(err, MODE_EDATA,
+                                "method mcmoe needs the router probabilities of the freq stream ('prob'), which layer %d lacks: "
+                                "the stream was made from a trace older than them; run mode-route-trace and mode-vis-denoise again",
+                                l->layer);
+        /* mcmoe's activation weight: the layer's prob sums over all tokens, normalised to sum 1 */
+        double psum = 0;
+        if (o->method == MODE_ALLOC_MCMOE)
+            for (int e = 0; e < E; e++) psum += l->prob[MODE_CLS_ALL * (size_t)E + e];
         for (int e = 0; e < E; e++) {
+            if (is_rank(o->method)) {
+                /* frequency alone: the cost of the bits an expert is not given, so that the
+                 * budget raises the most frequent experts first, to the widest width */
+                const double *f = l->freq;
+                const size_t E_ = (size_t)E;
+                double s = 0;
+                switch (o->method) {
+                case MODE_ALLOC_RANK_ALL: s = f[MODE_CLS_ALL * E_ + e]; break;
+                case MODE_ALLOC_RANK_TEXT_VISION: s = 0.5 * f[MODE_CLS_TEXT * E_ + e] + 0.5 * f[MODE_CLS_VISION * E_ + e]; break;
+                case MODE_ALLOC_RANK_TEXT_KEY: s = 0.5 * f[MODE_CLS_TEXT * E_ + e] + 0.5 * f[MODE_CLS_KEY * E_ + e]; break;
+                default: s = 0.5 * f[MODE_CLS_TEXT * E_ + e] + 0.5 * f[MODE_CLS_REDUNDANT * E_ + e]; break;
+                }
+                for (int c = 0; c < C; c++) cost[((size_t)li * E + e) * C + c] = s * (double)(o->cand[C - 1] - o->cand[c]);
+                continue;
+            }
             for (int c = 0; c < C; c++) {
                 double *out = &cost[((size_t)li * E + e) * C + c];
                 if (!l->has_sens || si[c] < 0) {
@@ -349,11 +397,14 @@ int mode_alloc_costs(const struct mode_alloc_data *d, const struct mode_alloc_op
                 case MODE_ALLOC_TEXT_VISION: *out = f[MODE_CLS_TEXT * E_ + e] * dt + f[MODE_CLS_VISION * E_ + e] * dv; break;
                 case MODE_ALLOC_FREQ_TOTAL: *out = f[MODE_CLS_ALL * E_ + e] * da; break;
                 case MODE_ALLOC_MCMOE: {
-                    const int64_t cnt = l->count[MODE_CLS_ALL * E_ + e];
-                    const double w = cnt ? l->wsum[MODE_CLS_ALL * E_ + e] / (double)cnt : 0;
-                    *out = pow(f[MODE_CLS_ALL * E_ + e], o->alpha) * pow(w, o->beta) * da;
+                    /* MC-MoE's precision_solver.py: significance φ^α · w^β times the error ε^α,
+                     * times 1000 (its scale factor once φ and w are normalised) */
+                    const double w = psum > 0 ? l->prob[MODE_CLS_ALL * E_ + e] / psum : 0;
+                    *out = pow(f[MODE_CLS_ALL * E_ + e], o->alpha) * pow(w, o->beta) * pow(da, o->alpha) * 1000;
                     break;
                 }
+                case MODE_ALLOC_FREQ_TEXT_VISION: *out = (0.5 * f[MODE_CLS_TEXT * E_ + e] + 0.5 * f[MODE_CLS_VISION * E_ + e]) * da; break;
+                case MODE_ALLOC_FREQ_TEXT_KEY: *out = (0.5 * f[MODE_CLS_TEXT * E_ + e] + 0.5 * f[MODE_CLS_KEY * E_ + e]) * da; break;
                 case MODE_ALLOC_SENS_ONLY: *out = dt + dv; break;
                 case MODE_ALLOC_UNIFORM: *out = f ? f[MODE_CLS_TEXT * E_ + e] * dt + f[MODE_CLS_KEY * E_ + e] * dv : dt + dv; break;
                 default: return mode_err_set(err, MODE_EINTERNAL, "method %d", o->method);
@@ -381,10 +432,40 @@ static void cand_str(const struct mode_alloc_opts *o, char *buf, size_t n)
     for (int c = 0; c < o->n_cand && off < n; c++) off += (size_t)snprintf(buf + off, n - off, "%s%d", c ? "," : "", o->cand[c]);
 }
 
+/* MC-MoE's budget: Σ b ≤ ⌊n·k⌋ (its ILP's constraint on the total of the widths); the caller adds
+ * its other constraint, at least one expert at each width above the lowest, which needs a total
+ * of at least n·b₀ + Σ_{c>0} (b_c − b₀). */
+static int mcmoe_budget(const struct mode_alloc_opts *o, int n, double *w, double *cap, struct mode_err *err)
+{
+    const int C = o->n_cand;
+    const long total = (long)floor(o->avg_bits * n + 1e-9);
+    long least = (long)n * o->cand[0];
+    for (int c = 1; c < C; c++) least += o->cand[c] - o->cand[0];
+    if (n < C - 1 || total < least) {
+        char cs[64];
+        cand_str(o, cs, sizeof cs);
+        if (n < C - 1)
+            return mode_err_set(err, MODE_EDATA, "method mcmoe puts at least one expert at each width above the lowest: %d experts "
+                                "cannot take the %d widths above the lowest of %s", n, C - 1, cs);
+        return mode_err_set(err, MODE_EDATA,
+                            "--avg-bits %g cannot be met by mcmoe: %d experts of widths %s with at least one at each width above %d "
+                            "need %ld bits in all, an average of at least %.6g",
+                            o->avg_bits, n, cs, o->cand[0], least, (double)least / n);
+    }
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < C; c++) w[(size_t)i * C + c] = o->cand[c];
+    *cap = (double)total;
+    return MODE_OK;
+}
+
 /* Budget of one knapsack of n experts: weights (n, C) and cap. part_cap: byte cap of this part. */
 static int budget(const struct mode_alloc_opts *o, int n, double part_cap, double *w, double *cap, bool *eq, struct mode_err *err)
 {
     const int C = o->n_cand;
+    if (!o->by_bytes && o->method == MODE_ALLOC_MCMOE) {
+        *eq = false;
+        return mcmoe_budget(o, n, w, cap, err);
+    }
     if (!o->by_bytes) {
         const double t = o->avg_bits * n;
         const long tr = (long)floor(t + 0.5);
@@ -505,7 +586,17 @@ int mode_alloc_solve(const struct mode_alloc_data *d, const struct mode_alloc_op
             double cap = 0;
             bool eq = false;
             if ((rc = budget(o, n, o->global ? o->max_bytes : o->max_bytes / L, w + off * C, &cap, &eq, err))) goto out;
-            struct mode_mckp k = {n, C, cost + off * C, w + off * C, cap, eq, o->time_limit};
+            int min_count[MODE_ALLOC_MAX_BITS] = {0};
+            if (o->method == MODE_ALLOC_MCMOE) {
+                if (n < C - 1) { /* a byte budget: mcmoe_budget did not see it */
+                    rc = mode_err_set(err, MODE_EDATA, "method mcmoe puts at least one expert at each width above the lowest: %d "
+                                      "experts cannot take %d widths", n, C - 1);
+                    goto out;
+                }
+                for (int c = 1; c < C; c++) min_count[c] = 1;
+            }
+            struct mode_mckp k = {n, C, cost + off * C, w + off * C, cap, eq, o->time_limit,
+                                  o->method == MODE_ALLOC_MCMOE ? min_count : NULL};
             struct mode_mckp_result res = {.choice = choice + off};
             if ((rc = mode_mckp_glpk(&k, &res, err))) goto out;
             if (res.status == MODE_MCKP_INFEASIBLE) {

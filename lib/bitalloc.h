@@ -3,18 +3,28 @@
  * the `alloc` record.
  *
  * Methods — the cost of giving expert e of layer l the width b (minimised in sum):
- *   mode         f̄_T(e)·δ_T(e,b) + f̄_K(e)·δ_V(e,b)   f̄_T: text frequency, f̄_K: key-vision frequency
- *   text-vision  f̄_T(e)·δ_T(e,b) + f̄_V(e)·δ_V(e,b)   f̄_V: frequency over all image tokens (no denoising)
- *   freq-total   f̄_A(e)·δ_A(e,b)                      f̄_A: frequency over all tokens, δ_A: modality-blind
- *   mcmoe        f̄_A(e)^α · w̄(e)^β · δ_A(e,b)         w̄: mean routing weight of e's (token, e) pairs;
- *                                                      MC-MoE's PMQ importance, α = 1, β = 1.5 by default
- *   sens-only    δ_T(e,b) + δ_V(e,b)                   every expert equally important
- *   uniform      every expert the same width (no solve)
+ *   mode              f̄_T(e)·δ_T(e,b) + f̄_K(e)·δ_V(e,b)   f̄_T: text frequency, f̄_K: key-vision frequency
+ *   text-vision       f̄_T(e)·δ_T(e,b) + f̄_V(e)·δ_V(e,b)   f̄_V: frequency over all image tokens (no denoising)
+ *   freq-total        f̄_A(e)·δ_A(e,b)                      f̄_A: frequency over all tokens, δ_A: modality-blind
+ *   freq-text-vision  (½f̄_T(e) + ½f̄_V(e))·δ_A(e,b)         the ablation ladder: modality-decomposed frequency,
+ *   freq-text-key     (½f̄_T(e) + ½f̄_K(e))·δ_A(e,b)         then denoised, with the modality-blind δ_A
+ *   mcmoe             1000·φ(e)^α·w(e)^β·ε(e,b)^α          MC-MoE's precision_solver.py (ICLR 2025): φ = f̄_A,
+ *                                                           w = the expert's summed router probabilities before
+ *                                                           renormalisation (freq `prob`, class all) normalised
+ *                                                           within the layer, ε = δ_A (mode-sensitivity
+ *                                                           --metric mcmoe); α = 1, β = 1.5 by default
+ *   sens-only         δ_T(e,b) + δ_V(e,b)                   every expert equally important
+ *   rank-all          s(e)·(b_max − b), s = f̄_A            frequency alone (the paper's proof of concept):
+ *   rank-text-vision  s = ½f̄_T + ½f̄_V                       the optimum starts every expert at the lowest
+ *   rank-text-key     s = ½f̄_T + ½f̄_K                       width and raises the experts of largest s to the
+ *   rank-text-redundant s = ½f̄_T + ½f̄_R                     widest first (f̄_R: redundant image tokens)
+ *   uniform           every expert the same width (no solve)
  * f̄ are the `freq` stream's per-layer normalised frequencies. δ_A is the sens stream's `all` when
  * present, else the token-weighted mean (n_T·δ_T + n_V·δ_V)/(n_T + n_V) with the layer's counts.
  *
  * Budgets: an average width k over the experts of the scope (equality: Σ b = n·k, which must be an
- * integer total reachable with the candidate widths), or a byte budget (≤) on the packed expert
+ * integer total reachable with the candidate widths; mcmoe: MC-MoE's Σ b ≤ ⌊n·k⌋ with at least one
+ * expert at each width above the lowest in each program), or a byte budget (≤) on the packed expert
  * tensors, in the GPTQ layout mode-pack writes: for a matrix with K inputs and N outputs at b bits
  * and group g, qweight ⌈K·b/32⌉·N·4 + qzeros (K/g)·⌈N·b/32⌉·4 + scales (K/g)·N·2 + g_idx K·4
  * bytes; an expert is gate and up (K = n_embd, N = n_ff_exp) and down (K = n_ff_exp, N = n_embd).
@@ -37,6 +47,8 @@ struct mode_alloc_layer {
     double *freq;    /* [class][expert] */
     int64_t *count;  /* [class][expert] */
     double *wsum;    /* [class][expert] */
+    double *prob;    /* [class][expert]: summed router probabilities; meaningful when has_prob */
+    bool has_prob;   /* the freq record had `prob` for every class */
     int64_t tokens[MODE_CLS_COUNT];
     double *dt, *dv, *da; /* [expert][bit], da NULL when the stream has no `all` */
     int64_t tok_text, tok_vision;
@@ -75,9 +87,16 @@ enum mode_alloc_method {
     MODE_ALLOC_MCMOE,
     MODE_ALLOC_SENS_ONLY,
     MODE_ALLOC_UNIFORM,
+    MODE_ALLOC_FREQ_TEXT_VISION,
+    MODE_ALLOC_FREQ_TEXT_KEY,
+    MODE_ALLOC_RANK_ALL,
+    MODE_ALLOC_RANK_TEXT_VISION,
+    MODE_ALLOC_RANK_TEXT_KEY,
+    MODE_ALLOC_RANK_TEXT_REDUNDANT,
     MODE_ALLOC_N_METHODS
 };
 int mode_alloc_method_parse(const char *s); /* -1 when unknown */
+const char *mode_alloc_method_list(void);   /* "mode, text-vision, ...": for messages */
 const char *mode_alloc_method_name(enum mode_alloc_method m);
 bool mode_alloc_method_needs_freq(enum mode_alloc_method m);
 bool mode_alloc_method_needs_sens(enum mode_alloc_method m);
@@ -96,7 +115,7 @@ struct mode_alloc_opts {
     bool global;                   /* scope */
     bool by_bytes;                 /* budget: max_bytes (≤) instead of avg_bits (=) */
     double avg_bits, max_bytes;
-    double alpha, beta;            /* mcmoe */
+    double alpha, beta;            /* mcmoe's exponents */
     double time_limit;             /* seconds per knapsack; 0 none */
     struct mode_expert_shape shape;
 };

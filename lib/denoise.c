@@ -96,11 +96,12 @@ int mode_freq_init(struct mode_freq_table *f, int n_layer, int n_expert, struct 
     size_t cells = (size_t)n_layer * MODE_CLS_COUNT * (size_t)n_expert;
     f->count = calloc(cells, sizeof *f->count);
     f->weight = calloc(cells, sizeof *f->weight);
+    f->prob = calloc(cells, sizeof *f->prob);
     f->tokens = calloc((size_t)n_layer * MODE_CLS_COUNT, sizeof *f->tokens);
     f->seen = calloc((size_t)n_layer, sizeof *f->seen);
-    if (!f->count || !f->weight || !f->tokens || !f->seen) {
+    if (!f->count || !f->weight || !f->prob || !f->tokens || !f->seen) {
         mode_freq_free(f);
-        return mode_err_oom(err, cells * 16, "frequency tables");
+        return mode_err_oom(err, cells * 24, "frequency tables");
     }
     return MODE_OK;
 }
@@ -109,6 +110,7 @@ void mode_freq_free(struct mode_freq_table *f)
 {
     free(f->count);
     free(f->weight);
+    free(f->prob);
     free(f->tokens);
     free(f->seen);
     memset(f, 0, sizeof *f);
@@ -137,14 +139,16 @@ int mode_freq_add(struct mode_freq_table *f, const struct mode_trace_rec *t, con
             int32_t e = mode_trace_expert(t, i, j);
             if (e >= f->n_expert)
                 return mode_err_set(err, MODE_EDATA, "%s: %s: expert %d, the model has %d", where->stream, where->what, e, f->n_expert);
-            double w = mode_trace_weight(t, i, j);
+            double w = mode_trace_weight(t, i, j), p = t->has_probs ? mode_trace_prob(t, i, j) : 0;
             for (int c = 0; c < nc; c++) {
                 size_t cell = (L * MODE_CLS_COUNT + (size_t)cls[c]) * E + (size_t)e;
                 f->count[cell]++;
                 f->weight[cell] += w;
+                f->prob[cell] += p;
             }
         }
     }
+    f->without_probs += !t->has_probs;
     f->seen[L] = true;
     return MODE_OK;
 }

@@ -4,7 +4,9 @@
  *
  * Classes: text (every non-image token), vision (every image token), vision_key, vision_redundant
  * (image tokens not key) and all tokens. For each class and expert: count = (token, selected
- * expert) pairs, weight = sum of those pairs' routing weights, and per class the token total.
+ * expert) pairs, weight = sum of those pairs' routing weights, prob = sum of those pairs' router
+ * probabilities before the top-k renormalisation (only when every trace record carries them:
+ * traces older than the field do not), and per class the token total.
  *
  * Methods (ablations): attention (the paper's), random (a seeded uniform choice of the same
  * number of tokens, reproducible per sample and layer whatever the order of the input), none
@@ -46,6 +48,8 @@ struct mode_freq_table {
     int n_layer, n_expert;
     int64_t *count;  /* [layer][class][expert] */
     double *weight;  /* [layer][class][expert] */
+    double *prob;    /* [layer][class][expert] */
+    int64_t without_probs; /* records added that had no probs: prob is then incomplete */
     int64_t *tokens; /* [layer][class] */
     bool *seen;      /* [layer]: a record of that layer was added */
 };

@@ -17,6 +17,17 @@
  * mode_eval_check then refuses the sample (MODE_EDATA, the row and vocabulary entry named) and
  * also a sample whose own perplexity overflows. A group's perplexity is a weighted mean of its
  * samples' mean NLLs, so when every sample passed the check, every reported perplexity is finite.
+ *
+ * Per-record losses (mode-eval --records): mode_eval_record packs the sample in progress (after
+ * mode_eval_check, before mode_eval_end) as a map {sample, id, class, image, tokens, nll, exact}.
+ * mode_eval_records_load reads such JSON lines back, and mode_eval_bootstrap compares two
+ * evaluations of the same records (two checkpoints): the paired bootstrap of the perplexity
+ * difference ppl_a − ppl_b over the records of one group (text or answer). Each resample draws
+ * n of the group's n records with replacement — the same draws for a and b — and takes
+ * exp(Σ nll / Σ tokens) of each; the interval is the 2.5th and 97.5th percentiles of the
+ * resampled differences (linear interpolation between order statistics, numpy's default). The
+ * draws come from splitmix64 seeded with `seed` (index = next() mod n; the bias is below n/2^64),
+ * so a result is reproducible. For answers the exact-match rate difference is resampled alike.
  */
 #ifndef MODE_EVAL_H
 #define MODE_EVAL_H
@@ -56,5 +67,36 @@ int mode_eval_check(const struct mode_eval *e, struct mode_err *err);
 void mode_eval_end(struct mode_eval *e);
 /* {"text": {...}, "answer": {...}, "by_modality": {...}, "samples", "tokens", ...} as a map */
 void mode_eval_pack(struct mode_mp *b, const struct mode_eval *e);
+
+/* The sample in progress as one record map: {"sample", "id", "class": "text" | "answer" | "none"
+ * (nothing scored), "image": bool, "tokens": scored predictions, "nll": their summed negative
+ * log-likelihood (nats), "exact": bool (answers only)}. */
+void mode_eval_record(struct mode_mp *b, const struct mode_eval *e, int64_t sample, const char *id);
+
+/* Records read back from JSON lines; owns its strings. */
+struct mode_eval_records {
+    int64_t n;
+    int64_t *sample, *tokens;
+    char **id;
+    int *cls;        /* MODE_EVAL_TEXT, MODE_EVAL_ANSWER, or -1 (none) */
+    bool *exact;
+    double *nll;
+};
+/* MODE_EDATA naming file and line for a line that is not such a record; MODE_ENOINPUT when
+ * the file is missing. */
+int mode_eval_records_load(const char *path, struct mode_eval_records *r, struct mode_err *err);
+void mode_eval_records_free(struct mode_eval_records *r);
+
+struct mode_eval_boot {
+    int64_t records, tokens;            /* of the group */
+    double ppl_a, ppl_b, diff;          /* on all the group's records; diff = ppl_a − ppl_b */
+    double lo, hi;                      /* the 95% interval of the difference */
+    double a_lower;                     /* fraction of resamples with ppl_a < ppl_b */
+    double em_a, em_b, em_diff, em_lo, em_hi; /* answers: exact-match rates and their difference */
+};
+/* a and b must hold the same records (sample, id, class and tokens, in order): MODE_EDATA naming
+ * the first that differs. A group without records gives records = 0 and NaN elsewhere. */
+int mode_eval_bootstrap(const struct mode_eval_records *a, const struct mode_eval_records *b, int cls, int resamples, uint64_t seed,
+                        struct mode_eval_boot *out, struct mode_err *err);
 
 #endif

@@ -42,6 +42,9 @@ int mode_mckp_check(const struct mode_mckp *p, struct mode_err *err)
     }
     if (!isfinite(p->cap)) return mode_err_set(err, MODE_EDATA, "knapsack: the budget is %g", p->cap);
     if (!(p->time_limit >= 0)) return mode_err_set(err, MODE_EDATA, "knapsack: time limit %g", p->time_limit);
+    for (int c = 0; p->min_count && c < p->m; c++)
+        if (p->min_count[c] < 0 || p->min_count[c] > p->n)
+            return mode_err_set(err, MODE_EDATA, "knapsack: at least %d of %d items at choice %d", p->min_count[c], p->n, c);
     return MODE_OK;
 }
 
@@ -98,16 +101,20 @@ int mode_mckp_glpk(const struct mode_mckp *p, struct mode_mckp_result *r, struct
      * many orders of magnitude (frequencies times KL divergences do) distinguishable */
     const double cs = cmax == 0 ? 1 : fmin(1 / cmin, 1e10 / cmax), ws = integral || wmax == 0 ? 1 : 1 / wmax;
 
-    int *ia = malloc(sizeof *ia * (size_t)(2 * nc + 1)), *ja = malloc(sizeof *ja * (size_t)(2 * nc + 1));
-    double *ar = malloc(sizeof *ar * (size_t)(2 * nc + 1));
+    /* rows: one per item, the budget, then one per choice with a minimum count */
+    int n_min = 0;
+    for (int c = 0; p->min_count && c < m; c++) n_min += p->min_count[c] > 0;
+    const size_t nnz = (size_t)(n_min ? 3 : 2) * (size_t)nc + 1;
+    int *ia = malloc(sizeof *ia * nnz), *ja = malloc(sizeof *ja * nnz);
+    double *ar = malloc(sizeof *ar * nnz);
     if (!ia || !ja || !ar) {
         free(ia), free(ja), free(ar);
-        return mode_err_oom(err, sizeof(double) * (size_t)(2 * nc + 1), "the knapsack's matrix");
+        return mode_err_oom(err, sizeof(double) * nnz, "the knapsack's matrix");
     }
     glp_term_hook(glpk_silence, NULL);
     glp_prob *lp = glp_create_prob();
     glp_set_obj_dir(lp, GLP_MIN);
-    glp_add_rows(lp, n + 1);
+    glp_add_rows(lp, n + 1 + n_min);
     glp_add_cols(lp, nc);
     int k = 0;
     for (int i = 0; i < n; i++) {
@@ -122,6 +129,12 @@ int mode_mckp_glpk(const struct mode_mckp *p, struct mode_mckp_result *r, struct
     }
     if (p->equality) glp_set_row_bnds(lp, n + 1, GLP_FX, p->cap * ws, p->cap * ws);
     else glp_set_row_bnds(lp, n + 1, GLP_UP, 0, p->cap * ws);
+    for (int c = 0, row = n + 2; p->min_count && c < m; c++) {
+        if (p->min_count[c] <= 0) continue;
+        glp_set_row_bnds(lp, row, GLP_LO, p->min_count[c], 0);
+        for (int i = 0; i < n; i++) ++k, ia[k] = row, ja[k] = i * m + c + 1, ar[k] = 1;
+        row++;
+    }
     glp_load_matrix(lp, k, ia, ja, ar);
     free(ia), free(ja), free(ar);
 
@@ -203,6 +216,8 @@ int mode_mckp_dp(const struct mode_mckp *p, struct mode_mckp_result *r, struct m
     if (rc) return rc;
     const double t0 = now();
     const int n = p->n, m = p->m;
+    for (int c = 0; p->min_count && c < m; c++)
+        if (p->min_count[c] > 0) return mode_err_set(err, MODE_EUSAGE, "dynamic programme: minimum counts per choice are not supported");
     if (p->cap < 0 || p->cap != floor(p->cap) || p->cap > 1e9)
         return mode_err_set(err, MODE_EUSAGE, "dynamic programme: the budget %g is not a non-negative integer", p->cap);
     const long W = (long)p->cap;

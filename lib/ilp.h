@@ -5,6 +5,9 @@
  *   subject to Σ_c x[i][c] = 1                  for every item i (an expert gets one bit width)
  *              Σ_i Σ_c weight[i][c] · x[i][c]  = cap   (equality: an average-bit budget)
  *                                             ≤ cap   (otherwise: a byte budget)
+ *              Σ_i x[i][c] ≥ min_count[c]       for every choice c, when min_count is given
+ *                                               (MC-MoE: at least one expert at each width above
+ *                                               the lowest)
  *              x ∈ {0, 1}
  *
  * GLPK: the LP relaxation is solved first by the simplex method (its optimum is the reported lower
@@ -15,7 +18,7 @@
  *
  * The dynamic programme needs non-negative integer weights and an integer cap; it keeps one byte
  * per (item, total) for the backtrack, so it is meant for tests and small problems (refuses tables
- * over 1 GiB).
+ * over 1 GiB). It does not take min_count (MODE_EUSAGE when one is positive).
  */
 #ifndef MODE_ILP_H
 #define MODE_ILP_H
@@ -32,6 +35,7 @@ struct mode_mckp {
     double cap;
     bool equality;
     double time_limit;     /* seconds for branch and bound; 0: none */
+    const int *min_count;  /* (m) or NULL: at least min_count[c] items take choice c */
 };
 
 enum mode_mckp_status {

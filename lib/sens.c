@@ -26,6 +26,11 @@ struct sweep {
     const uint8_t *ov_rows;
     /* row masks of the current layer */
     uint8_t *mask[N_MOD];
+    /* mcmoe: the norm group of each row (its sample's position in the batch / norm_samples), the
+     * number of groups, and per modality and group the squared error of the current expert */
+    int32_t *row_group;
+    int n_group;
+    double *gsum; /* (N_MOD, n_group) */
     /* full-precision reference for kl */
     float *fp_lp; /* (N, V) log-probabilities, or NULL */
     float *fp_h;  /* (N, D) final hidden states when fp_lp is NULL */
@@ -235,7 +240,7 @@ int64_t mode_sens_work(const struct mode_model *m, const struct mode_sens_opts *
 {
     int64_t layers = 0;
     for (int l = o->layer_lo; l <= o->layer_hi && l < m->cfg.text.n_layer; l++) layers += m->cfg.text.is_moe[l];
-    if (o->metric == MODE_SENS_LAYER) return layers * m->cfg.text.n_expert;
+    if (o->metric != MODE_SENS_KL) return layers * m->cfg.text.n_expert;
     return layers * m->cfg.text.n_expert * o->n_bits * (o->all ? 3 : 2);
 }
 
@@ -291,10 +296,23 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
     s.H = o->gptq ? xmalloc(sizeof *s.H * (size_t)(s.D * s.D > s.I * s.I ? s.D * s.D : s.I * s.I), err, "a Hessian") : NULL;
     s.lq = o->metric == MODE_SENS_KL ? xmalloc(sizeof *s.lq * (size_t)(CHUNK * s.V), err, "logits") : NULL;
     L.n_expert = s.E, L.n_bits = o->n_bits;
-    L.dt = calloc(E * B, sizeof *L.dt), L.dv = calloc(E * B, sizeof *L.dv), L.da = o->all ? calloc(E * B, sizeof *L.da) : NULL;
+    const bool want_all = o->all || o->metric == MODE_SENS_MCMOE;
+    L.dt = calloc(E * B, sizeof *L.dt), L.dv = calloc(E * B, sizeof *L.dv), L.da = want_all ? calloc(E * B, sizeof *L.da) : NULL;
+    if (o->metric == MODE_SENS_MCMOE) {
+        const int per = o->norm_samples > 1 ? o->norm_samples : 1;
+        s.n_group = (b->n_seq + per - 1) / per;
+        s.row_group = xmalloc(sizeof *s.row_group * (size_t)s.N, err, "norm groups");
+        s.gsum = xmalloc(sizeof *s.gsum * N_MOD * (size_t)(s.n_group ? s.n_group : 1), err, "norm groups");
+        if (!s.row_group || !s.gsum) {
+            rc = err->code;
+            goto out;
+        }
+        for (int q = 0; q < b->n_seq; q++)
+            for (int64_t i = 0; i < b->seq[q].n_tok; i++) s.row_group[b->seq[q].row + i] = q / per;
+    }
     L.cnt_t = calloc(E, sizeof *L.cnt_t), L.cnt_v = calloc(E, sizeof *L.cnt_v), L.fallback = calloc(E, 1);
     if (!s.x || !s.out || !s.ex || !s.w || !h0 || !snap || !next || !gu || !qgu || !dn || !qdn || !xr || !wr || !rows || !h2 || !act ||
-        !y || !yq || !affected || !ovrows || !L.dt || !L.dv || (o->all && !L.da) || !L.cnt_t || !L.cnt_v || !L.fallback ||
+        !y || !yq || !affected || !ovrows || !L.dt || !L.dv || (want_all && !L.da) || !L.cnt_t || !L.cnt_v || !L.fallback ||
         !s.mask[0] || !s.mask[1] || !s.mask[2] || !s.lev || !s.sc || !s.zz || (o->gptq && !s.H) || (o->metric == MODE_SENS_KL && !s.lq)) {
         rc = mode_err_oom(err, nd * 4 * 8, "the sensitivity sweep");
         goto out;
@@ -359,10 +377,10 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
         for (int e = 0; e < s.E && !rc; e++) {
             if ((rc = expert_weights(&s, l, e, gu, dn, err))) break;
             const int64_t n = gather(&s, e, xr, wr, rows);
-            if (o->metric == MODE_SENS_LAYER && n) expert_forward(&s, gu, dn, xr, n, h2, act, y);
+            if (o->metric != MODE_SENS_KL && n) expert_forward(&s, gu, dn, xr, n, h2, act, y);
             for (size_t bi = 0; bi < B && !rc; bi++) {
                 const int64_t cnt[N_MOD] = {L.cnt_t[e], L.cnt_v[e], n};
-                const int nmod = o->all ? 3 : 2;
+                const int nmod = want_all ? 3 : 2;
                 bool any = false;
                 for (int mm = 0; mm < nmod; mm++) any |= cnt[mm] > 0;
                 if (!any) { /* no token would use the quantized expert: exactly 0 */
@@ -371,6 +389,27 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
                 }
                 if ((rc = quantize_expert(&s, gu, dn, xr, n, o->bits[bi], qgu, qdn, &L.fallback[e], h2, act, err))) break;
                 double *dst[N_MOD] = {L.dt, L.dv, L.da};
+                if (o->metric == MODE_SENS_MCMOE) {
+                    /* ‖Z − Z_q‖_F per group of samples, summed over the groups */
+                    expert_forward(&s, qgu, qdn, xr, n, h2, act, yq);
+                    memset(s.gsum, 0, sizeof *s.gsum * N_MOD * (size_t)s.n_group);
+                    for (int64_t i = 0; i < n; i++) {
+                        double e2 = 0;
+                        for (int64_t c = 0; c < s.D; c++) {
+                            const double d = (double)yq[i * s.D + c] - y[i * s.D + c];
+                            e2 += d * d;
+                        }
+                        e2 *= (double)wr[i] * wr[i];
+                        for (int mm = 0; mm < N_MOD; mm++)
+                            if (s.mask[mm][rows[i]]) s.gsum[(size_t)mm * s.n_group + s.row_group[rows[i]]] += e2;
+                    }
+                    for (int mm = 0; mm < nmod; mm++) {
+                        double eps = 0;
+                        for (int g = 0; g < s.n_group; g++) eps += sqrt(s.gsum[(size_t)mm * s.n_group + g]);
+                        dst[mm][(size_t)e * B + bi] = cnt[mm] ? eps : 0;
+                    }
+                    continue;
+                }
                 if (o->metric == MODE_SENS_LAYER) {
                     expert_forward(&s, qgu, qdn, xr, n, h2, act, yq);
                     double num[N_MOD] = {0};
@@ -410,7 +449,7 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
                     progress(&s, 1);
                 }
             }
-            if (o->metric == MODE_SENS_LAYER) progress(&s, 1);
+            if (o->metric != MODE_SENS_KL) progress(&s, 1);
         }
         if (rc) break;
         memcpy(b->h, next, sizeof *next * nd);
@@ -418,6 +457,7 @@ int mode_sens_run(struct mode_rt *rt, struct mode_rt_batch *b, const struct mode
         if ((rc = emit(emit_ctx, &L, err))) break;
     }
 out:
+    free(s.row_group), free(s.gsum);
     free(s.x), free(s.out), free(s.ex), free(s.w), free(s.fp_lp), free(s.fp_h), free(s.lq), free(s.lf), free(s.lev), free(s.sc), free(s.zz),
         free(s.H);
     for (int i = 0; i < N_MOD; i++) free(s.mask[i]);

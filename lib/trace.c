@@ -32,6 +32,27 @@ float mode_trace_weight(const struct mode_trace_rec *t, int64_t tok, int j)
     return v;
 }
 
+float mode_trace_prob(const struct mode_trace_rec *t, int64_t tok, int j)
+{
+    float v;
+    memcpy(&v, (const char *)t->probs.data + 4 * (tok * t->k + j), 4);
+    return v;
+}
+
+void mode_trace_probs(const float *logits, int64_t n_tok, int n_expert, const int32_t *experts, int k, float *probs)
+{
+    for (int64_t i = 0; i < n_tok; i++) {
+        const float *l = logits + i * n_expert;
+        double mx = l[0], sum = 0;
+        for (int e = 1; e < n_expert; e++) mx = l[e] > mx ? l[e] : mx;
+        for (int e = 0; e < n_expert; e++) sum += exp((double)l[e] - mx);
+        for (int j = 0; j < k; j++) {
+            const int32_t e = experts[i * k + j];
+            probs[i * k + j] = e >= 0 && e < n_expert ? (float)(exp((double)l[e] - mx) / sum) : 0.0f;
+        }
+    }
+}
+
 float mode_trace_attn(const struct mode_trace_rec *t, int64_t img)
 {
     float v;
@@ -75,6 +96,15 @@ int mode_trace_parse(const struct mode_rec *r, struct mode_trace_rec *t, struct 
             if (!isfinite(w)) return fail(r, err, "weights[%" PRId64 "][%d] is not finite", i, j);
         }
     }
+    t->has_probs = mode_mp_get(r->obj, "probs") != NULL;
+    if (t->has_probs) {
+        if ((rc = mode_rec_tensor(r, "probs", true, &t->probs, MODE_F32, 2, d2, err))) return rc;
+        for (int64_t i = 0; i < t->n_tok; i++)
+            for (int j = 0; j < t->k; j++) {
+                const float p = mode_trace_prob(t, i, j);
+                if (!(p >= 0 && p <= 1)) return fail(r, err, "probs[%" PRId64 "][%d] is %g, not a probability", i, j, (double)p);
+            }
+    }
     t->has_attn = mode_mp_get(r->obj, "attn") != NULL;
     if (t->has_attn) {
         int64_t d1[1] = {t->n_img};
@@ -91,8 +121,8 @@ int mode_trace_parse(const struct mode_rec *r, struct mode_trace_rec *t, struct 
 }
 
 void mode_trace_pack(struct mode_mp *b, int64_t sample, const char *id, int layer, int64_t n_tok, int k, int n_expert,
-                     const uint8_t *modality, const int32_t *experts, const float *weights, const float *attn, int64_t n_img,
-                     const float *logits)
+                     const uint8_t *modality, const int32_t *experts, const float *weights, const float *probs, const float *attn,
+                     int64_t n_img, const float *logits)
 {
     int64_t d1[1] = {n_tok}, dk[2] = {n_tok, k}, de[2] = {n_tok, n_expert}, di[1] = {n_img};
     mode_mp_map_open(b);
@@ -108,6 +138,10 @@ void mode_trace_pack(struct mode_mp *b, int64_t sample, const char *id, int laye
     mode_mp_tensor(b, MODE_I32, 2, dk, experts);
     mode_mp_key(b, "weights");
     mode_mp_tensor(b, MODE_F32, 2, dk, weights);
+    if (probs) {
+        mode_mp_key(b, "probs");
+        mode_mp_tensor(b, MODE_F32, 2, dk, probs);
+    }
     if (attn) {
         mode_mp_key(b, "attn");
         mode_mp_tensor(b, MODE_F32, 1, di, attn);

@@ -1,7 +1,8 @@
 #!/bin/sh
 # pipelines/table.sh OUT VARIANT... — the comparison table of an experiment directory: for each
 # variant, its average bits and packed expert bytes (from mode-ilp's summary alloc-V.json; fp:
-# the bf16 experts) and mode-eval's metrics (eval-V.json). Prints text; numbers as measured.
+# the bf16 experts, labelled "full precision" as in the README) and mode-eval's metrics
+# (eval-V.json). Prints text; numbers as measured.
 set -eu
 out=$1
 shift
@@ -24,5 +25,7 @@ for v in "$@"; do
         bytes=$(num "$a" '"bytes":\([0-9]*\),')
         mb=$(awk -v b="${bytes:-0}" 'BEGIN { printf "%.3f", b / 1e6 }')
     fi
-    printf '%-14s %9s %11s %12.4f %12.4f %10s\n' "$v" "$(awk -v b="$bits" 'BEGIN { printf "%.3f", b }')" "$mb" "$tp" "$ap" "$em/$n"
+    name=$v
+    [ "$v" = fp ] && name="full precision"
+    printf '%-14s %9s %11s %12.4f %12.4f %10s\n' "$name" "$(awk -v b="$bits" 'BEGIN { printf "%.3f", b }')" "$mb" "$tp" "$ap" "$em/$n"
 done

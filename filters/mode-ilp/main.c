@@ -22,14 +22,16 @@ static const char usage_text[] =
     "  -f, --freq FILE        the freq stream (mode-vis-denoise); '-' = stdin\n"
     "  -s, --sens FILE        the sens stream (mode-sensitivity); '-' = stdin\n"
     "  -o, --output FILE      the alloc stream, written atomically (default: stdout)\n"
-    "      --avg-bits K       average width over the experts of each scope (equality)\n"
+    "      --avg-bits K       average width over the experts of each scope (equality; mcmoe: at most)\n"
     "      --max-bytes N      at most N bytes of packed expert tensors (needs -m); --max-gb G: G*10^9\n"
-    "      --method M         mode (default), text-vision, freq-total, mcmoe, sens-only, uniform\n"
+    "      --method M         mode (default), text-vision, freq-total, freq-text-vision, freq-text-key,\n"
+    "                         mcmoe, sens-only, rank-all, rank-text-vision, rank-text-key,\n"
+    "                         rank-text-redundant, uniform (see mode-ilp(1))\n"
     "      --bits LIST        candidate widths, e.g. 2,3,4 (default: those of the sens stream)\n"
     "      --scope S          layer (default: one program per layer) or global (one for all)\n"
     "  -m, --model DIR        the checkpoint: expert shapes for bytes, identity checked\n"
     "      --group-size N     quantization group of the byte count (default 128)\n"
-    "      --alpha A, --beta B   mcmoe's exponents of frequency and routing weight (1, 1.5)\n"
+    "      --alpha A, --beta B   mcmoe's exponents of frequency and router probability (1, 1.5)\n"
     "      --time-limit SEC   branch-and-bound time per program (default 60; 0 = none)\n"
     "      --json FILE        a summary: bits, bytes, histogram, per-layer averages, solve\n"
     "      --png FILE         a heatmap of the widths (layers x experts) with a legend\n"
@@ -194,7 +196,7 @@ int main(int argc, char **argv)
         case OPT_GB: o.max_bytes = parse_num("--max-gb", optarg, 1e-9, 1e9) * 1e9, o.by_bytes = true, budgets++; break;
         case OPT_METHOD: {
             int m = mode_alloc_method_parse(optarg);
-            if (m < 0) mode_die(MODE_EUSAGE, "--method: '%s' is not one of mode, text-vision, freq-total, mcmoe, sens-only, uniform", optarg);
+            if (m < 0) mode_die(MODE_EUSAGE, "--method: '%s' is not one of %s", optarg, mode_alloc_method_list());
             o.method = (enum mode_alloc_method)m;
             break;
         }
@@ -274,6 +276,9 @@ int main(int argc, char **argv)
             parse_bits("2,3,4", &o);
     }
 
+    if (o.method == MODE_ALLOC_MCMOE && strcmp(d.metric, "mcmoe"))
+        mode_warn("--method mcmoe on a sens stream of metric '%s': MC-MoE's error is mode-sensitivity --metric mcmoe, so this "
+                  "allocation is not MC-MoE's", d.metric);
     struct mode_alloc_result res;
     if (mode_alloc_solve(&d, &o, &res, &err)) mode_fail(&err);
     if (res.status == MODE_MCKP_FEASIBLE)

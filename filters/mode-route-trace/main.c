@@ -1,6 +1,7 @@
 /* mode-route-trace — runs the model over a samples stream and writes, for every sample and MoE
- * layer, the experts the router chose for each token and the text-to-vision attention score of
- * each image token: the `trace` stream mode-vis-denoise turns into frequencies. Options and
+ * layer, the experts the router chose for each token (with their routing weights and their
+ * softmax probabilities before the top-k renormalisation) and the text-to-vision attention score
+ * of each image token: the `trace` stream mode-vis-denoise turns into frequencies. Options and
  * streams only; the forward pass and its hooks are lib/runtime.c, the record lib/trace.c. */
 #include "../../lib/ops.h"
 #include "../../lib/trace.h"
@@ -46,6 +47,8 @@ struct trace_ctx {
     uint8_t **text;   /* per sequence: its text rows (the attention queries averaged) */
     const struct mode_rt_batch *b;
     int64_t records;
+    float *probs; /* (rows, k) of the batch: the router's probabilities of the selected experts */
+    size_t probs_cap;
 };
 
 static bool wanted(const struct trace_ctx *c, int layer)
@@ -75,11 +78,20 @@ static int on_router(void *vctx, int layer, const struct mode_rt_batch *b, const
     struct trace_ctx *c = vctx;
     if (!wanted(c, layer)) return MODE_OK;
     const int k = c->m->cfg.text.n_expert_used, E = c->m->cfg.text.n_expert;
+    const size_t need = (size_t)b->n_rows * (size_t)k;
+    if (need > c->probs_cap) {
+        free(c->probs);
+        c->probs = malloc(sizeof *c->probs * need);
+        if (!c->probs) return mode_err_oom(e, sizeof *c->probs * need, "router probabilities");
+        c->probs_cap = need;
+    }
+    /* the hook sees the logits before the runtime's softmax and renormalisation */
+    mode_trace_probs(logits, b->n_rows, E, experts, k, c->probs);
     for (int s = 0; s < b->n_seq; s++) {
         const struct mode_rt_seq *q = &b->seq[s];
         mode_mp_reset(&c->rec);
         mode_trace_pack(&c->rec, q->index, q->id, layer, q->n_tok, k, E, q->modality, experts + q->row * k, weights + q->row * k,
-                        q->n_img ? c->attn[s] : NULL, q->n_img, c->logits ? logits + q->row * E : NULL);
+                        c->probs + q->row * k, q->n_img ? c->attn[s] : NULL, q->n_img, c->logits ? logits + q->row * E : NULL);
         int rc = mode_mp_finish(&c->rec, e);
         if (!rc) rc = mode_stream_write_record(c->w, &c->rec, e);
         if (rc) return rc;
@@ -240,7 +252,7 @@ int main(int argc, char **argv)
 
     struct mode_rt_batch b;
     mode_rt_batch_init(&b);
-    struct trace_ctx c = {&m, &w, l_lo, l_hi, logits, {0}, NULL, NULL, &b, 0};
+    struct trace_ctx c = {&m, &w, l_lo, l_hi, logits, {0}, NULL, NULL, &b, 0, NULL, 0};
     mode_mp_init(&c.rec);
     struct mode_rt_hooks hooks = {.ctx = &c, .router = on_router, .attn_rows = attn_rows, .attn = on_attn};
     int64_t samples = 0;
@@ -284,6 +296,7 @@ int main(int argc, char **argv)
     }
     mode_cli_outfile_commit(&out);
     mode_mp_free(&c.rec);
+    free(c.probs);
     mode_rt_batch_free(&b);
     mode_input_close(&in);
     mode_cli_device_report(&rt);

@@ -1,5 +1,6 @@
 /* mode-sensitivity — δ_T(e, b) and δ_V(e, b) for every routed expert and candidate width: how
- * much the model changes when only expert e is quantized to b bits for tokens of one modality.
+ * much the model changes when only expert e is quantized to b bits for tokens of one modality
+ * (or MC-MoE's quantization loss ε(e, b), --metric mcmoe).
  * Writes a `sens` stream. Options and streams only; the sweep is lib/sens.c, the quantizers
  * lib/quant.c. */
 #include "../../lib/ops.h"
@@ -18,12 +19,14 @@
 #include <unistd.h>
 
 static const char usage_text[] =
-    "usage: mode-sensitivity -m DIR [-o FILE] [--metric kl|layer] [--bits LIST] [--quantizer rtn|gptq]\n"
+    "usage: mode-sensitivity -m DIR [-o FILE] [--metric kl|layer|mcmoe] [--bits LIST] [--quantizer rtn|gptq]\n"
     "                        [--group-size N] [--sym] [--min-tokens N] [--vision-tokens all|key --keep FILE]\n"
-    "                        [--all] [--samples N] [--layers A-B] [--device D] [--threads N] [SAMPLES]\n"
+    "                        [--all] [--norm-samples N] [--samples N] [--layers A-B] [--device D] [--threads N]\n"
+    "                        [SAMPLES]\n"
     "  -m, --model DIR        the checkpoint\n"
     "  -o, --output FILE      the sens stream, written atomically (default: stdout)\n"
-    "      --metric M         kl (default: KL of the next-token distributions) or layer (MoE output error)\n"
+    "      --metric M         kl (default: KL of the next-token distributions), layer (MoE output error)\n"
+    "                         or mcmoe (MC-MoE's loss: summed Frobenius norms of the MoE output error)\n"
     "      --bits LIST        candidate widths (default 2,3,4)\n"
     "      --quantizer Q      rtn (default) or gptq\n"
     "      --group-size N     quantization group (default 128; clamped to each matrix's inputs)\n"
@@ -31,7 +34,8 @@ static const char usage_text[] =
     "      --min-tokens N     GPTQ: fewer calibration tokens -> RTN, flagged (default 32)\n"
     "      --vision-tokens V  all (default) or key: vision = the key image tokens of --keep FILE\n"
     "      --keep FILE        the keep stream of mode-vis-denoise --keep-out\n"
-    "      --all              also the modality-blind sensitivity (every token quantized)\n"
+    "      --all              also the modality-blind sensitivity (every token quantized; mcmoe: always)\n"
+    "      --norm-samples N   mcmoe: calibration samples per Frobenius norm (default 8, MC-MoE's batch)\n"
     "      --samples N        only the first N samples\n"
     "      --layers A-B       only MoE layers A..B (a shard; merge shards with mode-cat -s)\n"
     "      --device D         cpu, cuda (the MoE layers' forward passes on the GPU)\n"
@@ -167,7 +171,7 @@ static void progress(void *ctx, int64_t done, int64_t total)
 int main(int argc, char **argv)
 {
     mode_cli_init("mode-sensitivity");
-    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS };
+    enum { OPT_METRIC = 256, OPT_BITS, OPT_QUANT, OPT_GROUP, OPT_SYM, OPT_MINTOK, OPT_VIS, OPT_KEEP, OPT_ALL, OPT_SAMPLES, OPT_LAYERS, OPT_THREADS, OPT_DEVICE, OPT_PROGRESS, OPT_NORM };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},          {"output", required_argument, 0, 'o'},
         {"metric", required_argument, 0, OPT_METRIC},  {"bits", required_argument, 0, OPT_BITS},
@@ -175,12 +179,15 @@ int main(int argc, char **argv)
         {"sym", no_argument, 0, OPT_SYM},              {"min-tokens", required_argument, 0, OPT_MINTOK},
         {"vision-tokens", required_argument, 0, OPT_VIS}, {"keep", required_argument, 0, OPT_KEEP},
         {"all", no_argument, 0, OPT_ALL},              {"samples", required_argument, 0, OPT_SAMPLES},
+        {"norm-samples", required_argument, 0, OPT_NORM},
         {"layers", required_argument, 0, OPT_LAYERS},  {"threads", required_argument, 0, OPT_THREADS}, {"device", required_argument, 0, OPT_DEVICE},
         {"progress", required_argument, 0, OPT_PROGRESS}, {"help", no_argument, 0, 'h'},                 {"version", no_argument, 0, 'V'},
         {0, 0, 0, 0},
     };
     const char *model_dir = NULL, *output = "-", *keep_path = NULL;
-    struct mode_sens_opts o = {.metric = MODE_SENS_KL, .n_bits = 3, .bits = {2, 3, 4}, .group = 128, .min_tokens = 32};
+    /* norm_samples 8: MC-MoE's awareness.py runs its calibration through the model in batches of 8 */
+    struct mode_sens_opts o = {.metric = MODE_SENS_KL, .n_bits = 3, .bits = {2, 3, 4}, .group = 128, .min_tokens = 32, .norm_samples = 8};
+    bool norm_given = false;
     bool key = false, layers_given = false;
     int64_t l_lo = 0, l_hi = -1, n_samples = -1;
     long threads = 0;
@@ -193,7 +200,8 @@ int main(int argc, char **argv)
         case OPT_METRIC:
             if (!strcmp(optarg, "kl")) o.metric = MODE_SENS_KL;
             else if (!strcmp(optarg, "layer")) o.metric = MODE_SENS_LAYER;
-            else mode_die(MODE_EUSAGE, "--metric: '%s' is not kl or layer", optarg);
+            else if (!strcmp(optarg, "mcmoe")) o.metric = MODE_SENS_MCMOE;
+            else mode_die(MODE_EUSAGE, "--metric: '%s' is not kl, layer or mcmoe", optarg);
             break;
         case OPT_BITS: {
             o.n_bits = 0;
@@ -230,6 +238,12 @@ int main(int argc, char **argv)
             break;
         case OPT_KEEP: keep_path = optarg; break;
         case OPT_ALL: o.all = true; break;
+        case OPT_NORM: {
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 1000000) mode_die(MODE_EUSAGE, "--norm-samples: '%s' is not a positive count", optarg);
+            o.norm_samples = (int)v, norm_given = true;
+            break;
+        }
         case OPT_SAMPLES:
             n_samples = strtoll(optarg, &end, 10);
             if (*end || n_samples < 1) mode_die(MODE_EUSAGE, "--samples: '%s' is not a positive count", optarg);
@@ -253,6 +267,7 @@ int main(int argc, char **argv)
     if (argc - optind > 1) mode_die(MODE_EUSAGE, "one samples stream at most");
     if (key && !keep_path) mode_die(MODE_EUSAGE, "--vision-tokens key needs --keep FILE (mode-vis-denoise --keep-out)");
     if (keep_path && !key) mode_die(MODE_EUSAGE, "--keep is only used with --vision-tokens key");
+    if (norm_given && o.metric != MODE_SENS_MCMOE) mode_die(MODE_EUSAGE, "--norm-samples is only used with --metric mcmoe");
     if (!strcmp(output, "-") && isatty(1)) mode_die(MODE_EUSAGE, "refusing to write a binary stream to a terminal (use -o FILE or a pipe)");
     mode_cli_blas(threads);
     const enum mode_device device = mode_cli_device(device_arg);
@@ -290,8 +305,13 @@ int main(int argc, char **argv)
     mode_stream_header_begin(&h, "sens", "mode-sensitivity");
     mode_mp_key(&h, "args");
     mode_mp_map_open(&h);
+    static const char *const metric_names[] = {"kl", "layer", "mcmoe"};
     mode_mp_key(&h, "metric");
-    mode_mp_str(&h, o.metric == MODE_SENS_KL ? "kl" : "layer");
+    mode_mp_str(&h, metric_names[o.metric]);
+    if (o.metric == MODE_SENS_MCMOE) {
+        mode_mp_key(&h, "norm_samples");
+        mode_mp_int(&h, o.norm_samples);
+    }
     mode_mp_key(&h, "bits");
     mode_mp_array_open(&h);
     for (int i = 0; i < o.n_bits; i++) mode_mp_int(&h, o.bits[i]);
@@ -338,7 +358,7 @@ int main(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     t_start = (double)ts.tv_sec + 1e-9 * ts.tv_nsec;
     o.progress = progress;
-    struct emit_ctx ec = {&w, &o, {0}, o.metric == MODE_SENS_KL ? "kl" : "layer"};
+    struct emit_ctx ec = {&w, &o, {0}, metric_names[o.metric]};
     mode_mp_init(&ec.rec);
     if (mode_sens_run(&rt, &b, &o, emit, &ec, &err)) mode_fail(&err);
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -89,6 +89,10 @@ static void freq_record(struct mode_mp *b, const struct mode_freq_table *f, int 
         mode_mp_tensor(b, MODE_I64, 1, shape, f->count + base);
         mode_mp_key(b, "weight");
         mode_mp_tensor(b, MODE_F64, 1, shape, f->weight + base);
+        if (!f->without_probs) { /* a trace older than the router probabilities: none */
+            mode_mp_key(b, "prob");
+            mode_mp_tensor(b, MODE_F64, 1, shape, f->prob + base);
+        }
         mode_mp_key(b, "tokens");
         mode_mp_int(b, f->tokens[(size_t)l * MODE_CLS_COUNT + (size_t)c]);
         mode_mp_key(b, "freq");

@@ -1,5 +1,6 @@
 #!/bin/sh
-# mode-eval: a run on the tiny model, its JSON report, and every documented failure.
+# mode-eval: a run on the tiny model, its JSON report, per-record losses and their comparison,
+# and every documented failure.
 # (Agreement with transformers is tests/lib/test_forward.c.)
 . "${MODE_ROOT:?run through make check}/tests/tap.sh"
 HUB=$MODE_FIXTURES/reference/tiny-random-qwen3vlmoe
@@ -21,6 +22,42 @@ mode-cat "$T/logits.ms" | sed -n 2p >"$T/out"
 has "$T/out" '"logits":{"dtype":"f32","shape":[6,2048]}' "... with (n_tok, n_vocab) logits"
 cat "$T/samples.ms" | mode-eval -m "$HUB" >"$T/out"
 has "$T/out" '"samples_stream":"<stdin>"' "stdin is the default input"
+
+# per-record losses, and the paired bootstrap of two evaluations
+run mode-eval -m "$HUB" -o "$T/m1.json" --records "$T/r1.jsonl" "$T/samples.ms"
+is "$rc" 0 "--records"
+is "$(wc -l <"$T/r1.jsonl" | tr -d ' ')" 2 "one line per record"
+has "$T/r1.jsonl" '{"sample":0,"id":"data.jsonl:1","class":"text","image":false,"tokens":5,"nll":' "a text record"
+has "$T/r1.jsonl" '{"sample":1,"id":"data.jsonl:2","class":"answer","image":true,"tokens":2,"nll":' "an answer record with its image"
+has "$T/r1.jsonl" '"exact":' "answers say whether they matched exactly"
+nll=$(sed -n 1p "$T/r1.jsonl" | sed 's/.*"nll":\([^,}]*\).*/\1/')
+has "$T/m1.json" "\"text\":{\"records\":1,\"tokens\":5,\"nll\":$nll," "the record's nll is the report's, digit for digit"
+mode-eval -m "$HUB" -o "$T/m2.json" --records "$T/r2.jsonl" "$T/samples.ms"
+run mode-eval --compare "$T/r1.jsonl" "$T/r2.jsonl" --resamples 500 --seed 3
+is "$rc" 0 "--compare"
+has "$T/out" '"resamples":500,"seed":3,' "resamples and seed in the report"
+has "$T/out" '"difference":0.0,"ci95":[0.0,0.0],"excludes_zero":false' "a model against itself: no difference"
+sed 's/"nll":\([0-9]\)/"nll":1\1/' "$T/r1.jsonl" >"$T/r3.jsonl"
+run mode-eval --compare "$T/r3.jsonl" "$T/r2.jsonl"
+has "$T/out" '"excludes_zero":true' "10 nats more on every record: the interval excludes 0"
+sed '2s/"id":"data.jsonl:2"/"id":"other"/' "$T/r1.jsonl" >"$T/r4.jsonl"
+run mode-eval --compare "$T/r4.jsonl" "$T/r2.jsonl"
+is "$rc" 65 "--compare of different records: exit 65"
+has "$T/err" "record 2 differs" "... names the first"
+echo '{"sample":0}' >"$T/r5.jsonl"
+run mode-eval --compare "$T/r5.jsonl" "$T/r2.jsonl"
+is "$rc" 65 "a line that is not a record: exit 65"
+has "$T/err" "r5.jsonl: line 1: id: missing" "... names file, line and field"
+run mode-eval --compare "$T/absent.jsonl" "$T/r2.jsonl"
+is "$rc" 66 "a missing file to compare: exit 66"
+run mode-eval --compare "$T/r1.jsonl"
+is "$rc" 64 "--compare with one file: exit 64"
+run mode-eval --compare "$T/r1.jsonl" -m "$HUB" "$T/r2.jsonl"
+is "$rc" 64 "--compare with a model: exit 64"
+run mode-eval -m "$HUB" --seed 4 "$T/samples.ms"
+is "$rc" 64 "--seed without --compare: exit 64"
+run mode-eval -m "$HUB" --records - "$T/samples.ms"
+is "$rc" 64 "--records - with the report on stdout: exit 64"
 
 # failures
 run mode-eval "$T/samples.ms"

@@ -29,10 +29,42 @@ has "$T/trailer" '"summary":{"method":"mode","scope":"layer"' "trailer summary"
 mode-cat --values "$T/alloc.ms" | sed '1d;$d' | sed 's/.*"bits":{"dtype":"i32","shape":\[16\],"data":\[\([0-9,]*\)\]}.*/\1/' | tr ',' '\n' | awk '{s+=$1; n++} END {print s/n}' >"$T/avg"
 is "$(cat "$T/avg")" 3 "the widths average 3"
 
-for m in text-vision freq-total mcmoe sens-only; do
+for m in text-vision freq-total freq-text-vision freq-text-key sens-only mcmoe; do
     run mode-ilp -f "$T/freq.ms" -s "$T/sens.ms" --avg-bits 2.5 --method $m -o "$T/$m.ms"
     is "$rc" 0 "--method $m"
 done
+has "$T/err" "--method mcmoe on a sens stream of metric 'kl'" "mcmoe on a KL stream: a warning that it is not MC-MoE's"
+# MC-MoE's budget per layer: at most 40 bits, one expert at least at 3 bits and one at 4
+sed '1s/"metric":"kl"/"metric":"mcmoe"/; s/"metric":"kl","bits"/"metric":"mcmoe","bits"/' "$S/sens.jsonl" | mode-cat -J -o "$T/sens-mc.ms"
+run mode-ilp -f "$T/freq.ms" -s "$T/sens-mc.ms" --avg-bits 2.5 --method mcmoe -o "$T/mc.ms" --json "$T/mc.json"
+is "$rc" 0 "--method mcmoe on an mcmoe stream"
+is "$(wc -c <"$T/err")" 0 "... without a warning"
+mode-cat --values "$T/mc.ms" | sed '1d;$d' | sed 's/.*"bits":{"dtype":"i32","shape":\[16\],"data":\[\([0-9,]*\)\]}.*/\1/' |
+    awk -F, '{ s = n3 = n4 = 0; for (i = 1; i <= NF; i++) { s += $i; n3 += $i == 3; n4 += $i == 4 } print (s <= 40 && n3 >= 1 && n4 >= 1) ? "ok" : "bad " $0 }' |
+    sort | uniq -c | sed 's/^ *//' >"$T/mcok"
+is "$(cat "$T/mcok")" "4 ok" "every layer: at most 40 bits, at least one expert at 3 and one at 4 bits"
+run mode-ilp -f "$T/freq.ms" -s "$T/sens-mc.ms" --avg-bits 2.1 --method mcmoe -o "$T/x.ms"
+is "$rc" 65 "mcmoe below what one expert at 3 and one at 4 bits need: exit 65"
+has "$T/err" "an average of at least 2.1875" "names the least average (35 bits of 16 experts)"
+sed 's/"prob":{"dtype":"f64","shape":\[16\],"data":\[[^]]*\]},//g' "$S/freq.jsonl" | mode-cat -J -o "$T/freq-old.ms"
+run mode-ilp -f "$T/freq-old.ms" -s "$T/sens-mc.ms" --avg-bits 2.5 --method mcmoe -o "$T/x.ms"
+is "$rc" 65 "mcmoe on a freq stream without router probabilities: exit 65"
+has "$T/err" "run mode-route-trace and mode-vis-denoise again" "says what to do"
+run mode-ilp -f "$T/freq-old.ms" -s "$T/sens.ms" --avg-bits 2.5 --method mode -o "$T/old-mode.ms"
+is "$rc" 0 "the other methods read a freq stream without them"
+# frequency alone (the proof of concept): no sens stream; the most frequent experts at 4 bits
+for m in rank-all rank-text-vision rank-text-key rank-text-redundant; do
+    run mode-ilp -f "$T/freq.ms" --avg-bits 2.5 --method $m -o "$T/$m.ms"
+    is "$rc" 0 "--method $m without a sens stream"
+done
+# layer 0 of the fixture, class all: the 4 experts of the largest frequency take 4 bits
+want=$(sed -n 2p "$S/freq.jsonl" | sed 's/.*"all":{"count":{"dtype":"i64","shape":\[16\],"data":\[\([0-9,]*\)\]}.*/\1/' |
+    tr ',' '\n' | awk '{ print NR - 1, $1 }' | sort -k2,2nr -k1,1n | head -n 4 | awk '{ print $1 }' | sort -n | tr '\n' ' ')
+got=$(mode-cat --values "$T/rank-all.ms" | sed -n 2p | sed 's/.*"bits":{"dtype":"i32","shape":\[16\],"data":\[\([0-9,]*\)\]}.*/\1/' |
+    tr ',' '\n' | awk '$1 == 4 { print NR - 1 }' | tr '\n' ' ')
+is "$got" "$want" "rank-all: the 4 most frequent experts of layer 0 at 4 bits, the rest at 2"
+run mode-ilp -s "$T/sens.ms" --avg-bits 2.5 --method rank-all -o "$T/x.ms"
+is "$rc" 64 "rank-all without a freq stream: exit 64"
 run mode-ilp -f "$T/freq.ms" -s "$T/sens.ms" --avg-bits 2.5 --method mode -o "$T/mode.ms"
 mode-cat --values "$T/mode.ms" | sed '1d;$d' >"$T/a1"
 mode-cat --values "$T/text-vision.ms" | sed '1d;$d' >"$T/a2"

@@ -30,8 +30,8 @@ mode-cat --values "$T/trace.ms" | sed 1d >"$T/whole"
 same_file "$T/merged" "$T/whole" "layer shards merged = the whole trace"
 mode-route-trace -m "$HUB" --samples 0 -o "$T/s0.ms" "$T/samples.ms"
 mode-route-trace -m "$HUB" --samples 1-1 -o "$T/s1.ms" "$T/samples.ms"
-# other batches change the order of float sums (weights differ by ~1e-7), never the choices
-strip='s/"weights":{[^}]*}//; s/"attn":{[^}]*}//'
+# other batches change the order of float sums (weights and probs differ by ~1e-7), never the choices
+strip='s/"weights":{[^}]*}//; s/"probs":{[^}]*}//; s/"attn":{[^}]*}//'
 mode-cat -s "$T/s0.ms" "$T/s1.ms" | mode-cat --values | sed '1d;$d' | sed "$strip" | sort >"$T/merged"
 sed '$d' "$T/whole" | sed "$strip" | sort >"$T/whole.sorted"
 same_file "$T/merged" "$T/whole.sorted" "sample shards merged = the whole trace (experts of every token)"
@@ -40,6 +40,28 @@ is "$rc" 65 "a shard and a whole run do not merge"
 mode-route-trace -m "$HUB" --router-logits -o "$T/rl.ms" "$T/samples.ms"
 mode-cat "$T/rl.ms" | sed -n 2p >"$T/out"
 has "$T/out" '"router_logits":{"dtype":"f32","shape":[6,16]}' "--router-logits keeps (n_tok, n_expert) logits"
+has "$T/rec1" '"probs":{"dtype":"f32","shape":[6,4]}' "the router probabilities of the selected experts"
+# probs = softmax(router logits) at the selected experts, computed here from the logits; weights
+# = probs renormalised over the top 4 (norm_topk_prob); worst deviation over every token of
+# every record
+mode-cat --values "$T/rl.ms" | sed '1d;$d' | awk '
+function arr(name, a,   s) {
+    s = $0; sub(".*\"" name "\":\\{[^}]*\"data\":\\[", "", s); sub("\\].*", "", s); return split(s, a, ",") }
+{
+    arr("experts", ex); arr("weights", w); arr("probs", p); n = arr("router_logits", l)
+    for (t = 0; t < n / 16; t++) {
+        mx = l[t * 16 + 1]; for (e = 2; e <= 16; e++) if (l[t * 16 + e] > mx) mx = l[t * 16 + e]
+        z = 0; for (e = 1; e <= 16; e++) z += exp(l[t * 16 + e] - mx)
+        sp = 0; for (j = 1; j <= 4; j++) sp += p[t * 4 + j]
+        for (j = 1; j <= 4; j++) {
+            want = exp(l[t * 16 + ex[t * 4 + j] + 1] - mx) / z
+            d = p[t * 4 + j] - want; if (d < 0) d = -d; if (d > dp) dp = d
+            d = w[t * 4 + j] - p[t * 4 + j] / sp; if (d < 0) d = -d; if (d > dw) dw = d
+        }
+        tokens++
+    }
+} END { printf "%d %s %s\n", tokens, (dp < 1e-6 ? "softmax" : "off " dp), (dw < 1e-6 ? "renormalised" : "off " dw) }' >"$T/pr"
+is "$(cat "$T/pr")" "88 softmax renormalised" "probs are the softmax of the logits, weights those renormalised (88 token-layers)"
 cat "$T/samples.ms" | mode-route-trace -m "$HUB" | mode-cat -c >"$T/out"
 has "$T/out" "8 records, ok" "stdin to stdout"
 

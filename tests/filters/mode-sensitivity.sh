@@ -1,5 +1,5 @@
 #!/bin/sh
-# mode-sensitivity on emoji-vl: both metrics, the exact zeros, bits against sensitivity, key image
+# mode-sensitivity on emoji-vl: the three metrics, the exact zeros, bits against sensitivity, key image
 # tokens, GPTQ and its fallback, layer shards, and the documented failures. (The isolation of the
 # quantized expert to one modality's tokens — other tokens bit-identical — is the runtime's
 # override, tested in tests/lib/test_forward.c.)
@@ -64,6 +64,34 @@ has "$T/rec" '"fallback":{"dtype":"u8","shape":[16],"data":[' "fallback flags"
 run mode-sensitivity -m "$M" --metric layer --quantizer gptq --min-tokens 100000 --layers 0 -o "$T/f.ms" "$T/s.ms"
 mode-cat --values "$T/f.ms" | sed -n 2p >"$T/rec"
 has "$T/rec" '"fallback":{"dtype":"u8","shape":[16],"data":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}' "too few tokens: every expert falls back to RTN"
+
+# MC-MoE's loss: always the modality-blind 'all'; one norm per batch of samples (8 by default):
+# a sum of norms over smaller batches is never smaller (the triangle inequality), and is larger
+# wherever two batches carry the error
+run mode-sensitivity -m "$M" --metric mcmoe -o "$T/mc.ms" "$T/s.ms"
+is "$rc" 0 "--metric mcmoe"
+mode-cat --header "$T/mc.ms" >"$T/h"
+has "$T/h" '"metric":"mcmoe","norm_samples":8' "the metric and its batch in the header"
+mode-cat --values "$T/mc.ms" | sed '1d;$d' >"$T/mc8"
+has "$T/mc8" '"metric":"mcmoe"' "records name the metric"
+has "$T/mc8" '"all":{"dtype":"f64","shape":[16,3],"data":[' "and carry all without --all"
+mode-sensitivity -m "$M" --metric mcmoe --norm-samples 1 -o "$T/mc1.ms" "$T/s.ms"
+mode-cat --values "$T/mc1.ms" | sed '1d;$d' >"$T/mc1"
+all() { sed 's/.*"all":{"dtype":"f64","shape":\[16,3\],"data":\[\([^]]*\)\].*/\1/' "$1" | tr ',' '\n'; }
+all "$T/mc8" >"$T/a8"
+all "$T/mc1" >"$T/a1"
+is "$(paste "$T/a1" "$T/a8" | awk '$1 < $2 * (1 - 1e-12) { bad++ } $1 > $2 * (1 + 1e-9) { more++ } END { print NR, bad + 0, (more > 0 ? "larger" : "never larger") }')" \
+    "192 0 larger" "per-sample norms sum to at least the per-batch ones, more where batches share the error (192 values)"
+# the loss falls as the width grows, for every expert with a token
+is "$(awk 'NR % 3 == 1 { a = $1 } NR % 3 == 2 { b = $1 } NR % 3 == 0 && a > 0 { n++; if (!(a > b && b > $1)) bad++ } END { print n, bad + 0 }' "$T/a8" | cut -d' ' -f2)" 0 \
+    "2 bits > 3 bits > 4 bits for every selected expert"
+run mode-sensitivity -m "$M" --norm-samples 4 -o "$T/x.ms" "$T/s.ms"
+is "$rc" 64 "--norm-samples without mcmoe: exit 64"
+run mode-sensitivity -m "$M" --metric mcmoe --norm-samples 0 -o "$T/x.ms" "$T/s.ms"
+is "$rc" 64 "--norm-samples 0: exit 64"
+run mode-sensitivity -m "$M" --metric squared -o "$T/x.ms" "$T/s.ms"
+is "$rc" 64 "an unknown metric: exit 64"
+has "$T/err" "is not kl, layer or mcmoe" "naming the three"
 
 # failures
 run mode-sensitivity -m "$M" --vision-tokens key -o "$T/x.ms" "$T/s.ms"

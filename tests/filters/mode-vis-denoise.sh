@@ -23,6 +23,13 @@ has "$T/rec" '"tokens":21' "21 text tokens in the layer"
 # every token selects 4 experts: count sums = 4 x tokens
 sum=$(sed 's/.*"all":{"count":{"dtype":"i64","shape":\[16\],"data":\[\([0-9,]*\)\]}.*/\1/' "$T/rec" | tr ',' '\n' | awk '{s+=$1} END {print s}')
 is "$sum" 88 "all-token pairs = 4 x 22 tokens"
+has "$T/rec" '"all":{"count":{"dtype":"i64","shape":[16],"data":[' "the class all"
+# prob: summed router probabilities before renormalisation, each below its renormalised weight,
+# over 22 tokens x 4 experts: between 0 and the 22 of the weights
+sums=$(sed 's/.*"all":{"count":{[^}]*},"weight":{"dtype":"f64","shape":\[16\],"data":\[\([^]]*\)\]},"prob":{"dtype":"f64","shape":\[16\],"data":\[\([^]]*\)\]}.*/\1 \2/' "$T/rec" |
+    awk '{ n = split($1, w, ","); split($2, p, ","); for (i = 1; i <= n; i++) { sw += w[i]; sp += p[i]; if (p[i] > w[i]) bad++ } }
+         END { printf "%.4f %s %d\n", sw, (sp > 0 && sp < sw ? "below" : "not below " sp), bad }')
+is "$sums" "22.0000 below 0" "prob per class and expert: the router probabilities, below the renormalised weights (which sum to 22)"
 is "$(head -c 8 "$T/f.png" | od -An -tx1 | tr -d ' \n')" 89504e470d0a1a0a "a PNG picture"
 mode-cat --header "$T/freq.ms" >"$T/h"
 has "$T/h" '"args":{"method":"attention","keep":0.2,"seed":1}' "method, ratio and seed in the header"
@@ -59,6 +66,8 @@ run mode-vis-denoise -m "$HUB" -o "$T/x.ms" "$T/hand.ms"
 is "$rc" 65 "a trace made for another model: exit 65"
 run mode-vis-denoise -m "$MODE_FIXTURES/emoji-vl/model" -o "$T/x.ms" "$T/hand.ms"
 is "$rc" 0 "the hand-made trace with its model"
+mode-cat --values "$T/x.ms" | sed -n 2p >"$T/rec"
+grep -q '"prob"' "$T/rec" && fail "a trace without probs (older than them) gives no prob" || pass "a trace without probs (older than them) gives no prob"
 run mode-vis-denoise --keep 0 -o "$T/x.ms" "$T/trace.ms"
 is "$rc" 64 "--keep 0: exit 64"
 run mode-vis-denoise --method magic -o "$T/x.ms" "$T/trace.ms"

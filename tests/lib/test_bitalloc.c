@@ -25,12 +25,16 @@ static void make_layer(struct mode_alloc_data *d, int layer, double scale)
     l->freq = calloc(MODE_CLS_COUNT * E, sizeof *l->freq);
     l->count = calloc(MODE_CLS_COUNT * E, sizeof *l->count);
     l->wsum = calloc(MODE_CLS_COUNT * E, sizeof *l->wsum);
+    l->prob = calloc(MODE_CLS_COUNT * E, sizeof *l->prob);
+    l->has_prob = true;
     /*                            A    B    C    D */
     const double text[E] = {0.70, 0.10, 0.10, 0.10};
     const double vis[E] = {0.05, 0.30, 0.60, 0.05};
     const double key[E] = {0.05, 0.80, 0.10, 0.05};
     const double all[E] = {0.20, 0.25, 0.50, 0.05};
     const double rw[E] = {0.9, 0.2, 0.3, 0.5}; /* mean routing weights */
+    const double pr[E] = {0.5, 0.1, 0.3, 0.1}; /* summed router probabilities (sum 1) */
+    const double red[E] = {0.05, 0.05, 0.85, 0.05};
     for (int e = 0; e < E; e++) {
         l->freq[MODE_CLS_TEXT * E + e] = text[e];
         l->freq[MODE_CLS_VISION * E + e] = vis[e];
@@ -38,6 +42,8 @@ static void make_layer(struct mode_alloc_data *d, int layer, double scale)
         l->freq[MODE_CLS_ALL * E + e] = all[e];
         l->count[MODE_CLS_ALL * E + e] = (int64_t)(all[e] * 1000);
         l->wsum[MODE_CLS_ALL * E + e] = rw[e] * (double)l->count[MODE_CLS_ALL * E + e];
+        l->prob[MODE_CLS_ALL * E + e] = pr[e] * 40; /* normalised by the layer's sum: 40 */
+        l->freq[MODE_CLS_REDUNDANT * E + e] = red[e];
     }
     l->tok_text = 100;
     l->tok_vision = 300;
@@ -101,8 +107,22 @@ int main(void)
     ok(fabs(cost[0] - 0.20 * (100 * 1.0 + 300 * 0.1) / 400) < 1e-15, "freq-total: f_all * token-weighted d (expert A)");
     o.method = MODE_ALLOC_MCMOE;
     mode_alloc_costs(&d, &o, cost, &err);
-    ok(fabs(cost[3 * B + 1] - 0.05 * pow(0.5, 1.5) * (100 * 0.3 + 300 * 0.3) / 400) < 1e-15,
-       "mcmoe: f_all^1 * w^1.5 * d_all (expert D, 4 bits)");
+    ok(fabs(cost[3 * B + 1] - 1000 * 0.05 * pow(0.1, 1.5) * (100 * 0.3 + 300 * 0.3) / 400) < 1e-13,
+       "mcmoe: 1000 * phi^1 * w^1.5 * eps^1 with w the normalised prob sum (expert D, 4 bits): %.17g", cost[3 * B + 1]);
+    o.alpha = 2, o.beta = 0.5;
+    mode_alloc_costs(&d, &o, cost, &err);
+    ok(fabs(cost[2 * B] - 1000 * pow(0.5, 2) * pow(0.3, 0.5) * pow((100 * 0.1 + 300 * 1.0) / 400, 2)) < 1e-12,
+       "mcmoe: alpha raises the error too, as precision_solver.py does (expert C, 2 bits)");
+    o.alpha = 1, o.beta = 1.5;
+    o.method = MODE_ALLOC_FREQ_TEXT_VISION;
+    mode_alloc_costs(&d, &o, cost, &err);
+    ok(fabs(cost[1 * B] - (0.5 * 0.10 + 0.5 * 0.30) * (100 * 0.1 + 300 * 1.0) / 400) < 1e-15, "freq-text-vision: (f_T + f_V)/2 * d_all");
+    o.method = MODE_ALLOC_FREQ_TEXT_KEY;
+    mode_alloc_costs(&d, &o, cost, &err);
+    ok(fabs(cost[1 * B] - (0.5 * 0.10 + 0.5 * 0.80) * (100 * 0.1 + 300 * 1.0) / 400) < 1e-15, "freq-text-key: (f_T + f_key)/2 * d_all");
+    o.method = MODE_ALLOC_RANK_TEXT_REDUNDANT;
+    mode_alloc_costs(&d, &o, cost, &err);
+    ok(cost[2 * B] == (0.5 * 0.10 + 0.5 * 0.85) * 2 && cost[2 * B + 1] == 0, "rank-text-redundant: s * (b_max - b)");
     o.method = MODE_ALLOC_SENS_ONLY;
     mode_alloc_costs(&d, &o, cost, &err);
     ok(fabs(cost[3 * B] - 6.0) < 1e-15, "sens-only: d_T + d_V (expert D)");
@@ -111,8 +131,10 @@ int main(void)
     static const struct {
         enum mode_alloc_method m;
         const char *want;
-    } picks[] = {{MODE_ALLOC_MODE, "AB"}, {MODE_ALLOC_TEXT_VISION, "AC"}, {MODE_ALLOC_FREQ_TOTAL, "BC"},
-                 {MODE_ALLOC_SENS_ONLY, "D"}, {MODE_ALLOC_MCMOE, "AC"}};
+    } picks[] = {{MODE_ALLOC_MODE, "AB"},          {MODE_ALLOC_TEXT_VISION, "AC"},   {MODE_ALLOC_FREQ_TOTAL, "BC"},
+                 {MODE_ALLOC_SENS_ONLY, "D"},      {MODE_ALLOC_MCMOE, "AC"},         {MODE_ALLOC_RANK_ALL, "BC"},
+                 {MODE_ALLOC_RANK_TEXT_VISION, "AC"}, {MODE_ALLOC_RANK_TEXT_KEY, "AB"}, {MODE_ALLOC_RANK_TEXT_REDUNDANT, "AC"},
+                 {MODE_ALLOC_FREQ_TEXT_VISION, "CD"}, {MODE_ALLOC_FREQ_TEXT_KEY, "BD"}};
     for (size_t i = 0; i < sizeof picks / sizeof *picks; i++) {
         o = opts(picks[i].m);
         if (picks[i].m == MODE_ALLOC_SENS_ONLY) o.avg_bits = 2.5; /* one expert at 4 bits */
@@ -122,6 +144,26 @@ int main(void)
            picks[i].want, rc ? "error" : four(&r, 0));
         if (!rc) mode_alloc_result_free(&r);
     }
+    /* mcmoe's budget is an inequality with one expert at least at each width above the lowest:
+     * at 2.5 bits over {2, 4}, one expert at 4 bits (10 of 10 bits) */
+    o = opts(MODE_ALLOC_MCMOE);
+    o.avg_bits = 2.5;
+    if (mode_alloc_solve(&d, &o, &r, &err)) BAIL_OUT(err.msg);
+    ok(strlen(four(&r, 0)) == 1 && r.avg_bits == 2.5, "mcmoe at 2.5 bits: one expert at 4 bits (%s)", four(&r, 0));
+    mode_alloc_result_free(&r);
+    o.avg_bits = 2.3; /* at most 9 bits: still one at 4 bits, so 10 bits are needed */
+    ok(mode_alloc_solve(&d, &o, &r, &err) == MODE_EDATA, "mcmoe below one expert at the widest width: refused");
+    has_str(err.msg, "an average of at least 2.5", "naming the least average: %s", err.msg);
+    o.avg_bits = 2.9; /* at most 11 bits: the odd bit stays unused */
+    if (mode_alloc_solve(&d, &o, &r, &err)) BAIL_OUT(err.msg);
+    ok(r.avg_bits == 2.5, "mcmoe at 2.9 bits over widths {2,4} uses 10 of its 11 bits (%.3f)", r.avg_bits);
+    mode_alloc_result_free(&r);
+    d.L[0].has_prob = false;
+    o.avg_bits = 3;
+    ok(mode_alloc_solve(&d, &o, &r, &err) == MODE_EDATA, "mcmoe on a freq stream without router probabilities: refused");
+    has_str(err.msg, "run mode-route-trace and mode-vis-denoise again", "says what to do");
+    d.L[0].has_prob = true;
+
     o = opts(MODE_ALLOC_UNIFORM);
     ok(mode_alloc_solve(&d, &o, &r, &err) == MODE_EDATA, "uniform at 3 bits with widths {2,4} is refused");
     has_str(err.msg, "one of the widths 2,4", "naming the widths");

@@ -12,7 +12,7 @@ static void make(struct mode_mp *b, int64_t sample, int layer, const float *attn
     float w[14];
     for (int i = 0; i < 14; i++) w[i] = i % 2 ? 0.25f : 0.75f;
     mode_mp_reset(b);
-    mode_trace_pack(b, sample, "s", layer, 7, 2, 4, mod, ex, w, attn, 4, NULL);
+    mode_trace_pack(b, sample, "s", layer, 7, 2, 4, mod, ex, w, NULL, attn, 4, NULL);
 }
 
 static int parse(struct mode_mp *b, msgpack_unpacked *u, struct mode_trace_rec *t)

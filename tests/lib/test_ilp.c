@@ -1,6 +1,8 @@
 /* test_ilp — GLPK's optimum of the multiple-choice knapsack equals the exact dynamic programme's
- * on random instances (per-layer and global sizes, equality and ≤ budgets, ties and zeros),
- * infeasible budgets are reported as such, and the nearest feasible totals are right. */
+ * on random instances (per-layer and global sizes, equality and ≤ budgets, ties and zeros), and
+ * an exhaustive search's with minimum counts per choice (MC-MoE's "at least one expert at each
+ * width above the lowest"); infeasible budgets are reported as such, and the nearest feasible
+ * totals are right. */
 #include "../../lib/ilp.h"
 #include "tap.h"
 
@@ -37,7 +39,7 @@ static void one(int n, int m, const int *bits, int kind, int style, const char *
     double lo = 0, hi = 0;
     for (int i = 0; i < n; i++) lo += weight[(size_t)i * m], hi += weight[(size_t)i * m + m - 1];
     double cap = kind == 0 ? floor(lo + (hi - lo) * urand()) : floor(lo + (hi - lo) * urand() * 0.9);
-    struct mode_mckp p = {n, m, cost, weight, cap, kind == 0, 0};
+    struct mode_mckp p = {n, m, cost, weight, cap, kind == 0, 0, NULL};
     struct mode_mckp_result r1 = {.choice = c1}, r2 = {.choice = c2};
     struct mode_err err = {0};
     int rc1 = mode_mckp_glpk(&p, &r1, &err);
@@ -52,6 +54,49 @@ static void one(int n, int m, const int *bits, int kind, int style, const char *
     else good = good && r1.weight <= cap;
     ok(good, "%s: budget met (%g vs %g), LP bound below the optimum", name, r1.weight, cap);
     free(cost), free(weight), free(c1), free(c2);
+}
+
+/* the least cost over all m^n choices meeting the budget and the minimum counts; INFINITY when none */
+static double exhaustive(int n, int m, const double *cost, const double *w, double cap, const int *min_count)
+{
+    int pick[16] = {0}, cnt[8];
+    double best = INFINITY;
+    for (;;) {
+        double c = 0, t = 0;
+        memset(cnt, 0, sizeof cnt);
+        for (int i = 0; i < n; i++) c += cost[i * m + pick[i]], t += w[i * m + pick[i]], cnt[pick[i]]++;
+        int okc = t <= cap;
+        for (int k = 0; k < m; k++) okc = okc && cnt[k] >= min_count[k];
+        if (okc && c < best) best = c;
+        int i = 0;
+        while (i < n && ++pick[i] == m) pick[i++] = 0;
+        if (i == n) break;
+    }
+    return best;
+}
+
+static void min_counts(int t)
+{
+    const int bits[3] = {2, 3, 4}, m = 3, n = 5 + t % 5; /* 5..9 items: at most 19683 choices */
+    double cost[9 * 3], w[9 * 3];
+    int choice[9];
+    for (int i = 0; i < n; i++) {
+        const double f = t % 3 == 2 && urand() < 0.3 ? 0 : urand(), s = urand();
+        for (int c = 0; c < m; c++) cost[i * m + c] = f * s * pow(0.5, bits[c] - 2), w[i * m + c] = bits[c];
+    }
+    /* a budget between the least the counts allow (2n + 3) and every item at 4 */
+    const double cap = 2 * n + 3 + floor(urand() * (2 * n - 2));
+    const int mc[3] = {0, 1, 1};
+    struct mode_mckp p = {n, m, cost, w, cap, false, 0, mc};
+    struct mode_mckp_result r = {.choice = choice};
+    struct mode_err err = {0};
+    const double want = exhaustive(n, m, cost, w, cap, mc);
+    int rc = mode_mckp_glpk(&p, &r, &err);
+    int n3 = 0, n4 = 0;
+    for (int i = 0; !rc && i < n; i++) n3 += choice[i] == 1, n4 += choice[i] == 2;
+    ok(!rc && r.status == MODE_MCKP_OPTIMAL && rel_eq(r.objective, want, 1e-9) && n3 >= 1 && n4 >= 1 && r.weight <= cap,
+       "minimum counts, instance %d (n=%d, cap %g): GLPK %.15g = exhaustive %.15g, %d at 3 and %d at 4 bits", t, n, cap,
+       r.objective, want, n3, n4);
 }
 
 int main(void)
@@ -71,7 +116,7 @@ int main(void)
     {
         double cost[6] = {3, 2, 1, 3, 2, 1}, w[6] = {2, 4, 2, 4, 2, 4};
         int c[3];
-        struct mode_mckp p = {3, 2, cost, w, 7, true, 0};
+        struct mode_mckp p = {3, 2, cost, w, 7, true, 0, NULL};
         struct mode_mckp_result r = {.choice = c};
         struct mode_err err = {0};
         ok(!mode_mckp_glpk(&p, &r, &err) && r.status == MODE_MCKP_INFEASIBLE, "GLPK: odd total with even widths is infeasible (%s)",
@@ -87,6 +132,22 @@ int main(void)
         p.cost = badc;
         is_int(mode_mckp_glpk(&p, &r, &err), MODE_EDATA, "a NaN cost is refused");
         has_str(err.msg, "item 1 choice 0", "and named");
+    }
+    /* minimum counts per choice: GLPK against an exhaustive search; the DP does not take them */
+    for (int t = 0; t < 12; t++) min_counts(t);
+    {
+        double cost[6] = {3, 2, 1, 3, 2, 1}, w[6] = {2, 4, 2, 4, 2, 4};
+        int c[3];
+        const int mc[2] = {0, 3};
+        struct mode_mckp p = {3, 2, cost, w, 10, false, 0, mc};
+        struct mode_mckp_result r = {.choice = c};
+        struct mode_err err = {0};
+        ok(!mode_mckp_glpk(&p, &r, &err) && r.status == MODE_MCKP_INFEASIBLE, "GLPK: 3 items at 4 within 10 is infeasible (%s)",
+           mode_mckp_status_name(r.status));
+        is_int(mode_mckp_dp(&p, &r, &err), MODE_EUSAGE, "the DP refuses minimum counts");
+        const int bad[2] = {0, 4};
+        p.min_count = bad;
+        is_int(mode_mckp_glpk(&p, &r, &err), MODE_EDATA, "a minimum above the item count is refused");
     }
     /* reachable totals */
     {

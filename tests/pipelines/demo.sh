@@ -9,13 +9,15 @@ run make --no-print-directory -s -f pipelines/mode.mk OUT="$T/demo" BIN="$MODE_B
     METHODS="mode mcmoe" table
 is "$rc" 0 "the reduced pipeline runs"
 [ "$rc" -eq 0 ] || sed 's/^/# /' "$T/err" | tail -n 20
-cp "$T/out" "$T/table"
+has "$T/out" "full precision " "the full-precision row is labelled as in the README"
+# one word per method below
+sed 's/^full precision/full-precision/' "$T/out" >"$T/table"
 is "$(sed -n 1p "$T/table" | awk '{print $1}')" method "a header"
-is "$(sed 1d "$T/table" | awk '{print $1}' | tr '\n' ' ')" "fp uniform2 mode mcmoe " "one row per variant"
+is "$(sed 1d "$T/table" | awk '{print $1}' | tr '\n' ' ')" "full-precision uniform2 mode mcmoe " "one row per variant"
 bad=$(sed 1d "$T/table" | awk '{ for (i = 2; i <= 5; i++) if ($i !~ /^[0-9.]+$/) print NR, i, $i; if ($6 !~ /^[0-9]+\/[0-9]+$/) print NR, 6, $6 }')
 is "$bad" "" "every number is finite"
-fp=$(awk '$1 == "fp" { print $4 }' "$T/table")
-worse=$(sed 1d "$T/table" | awk -v fp="$fp" '$1 != "fp" && $4 < fp * 0.99 { print $1 }')
+fp=$(awk '$1 == "full-precision" { print $4 }' "$T/table")
+worse=$(sed 1d "$T/table" | awk -v fp="$fp" '$1 != "full-precision" && $4 < fp * 0.99 { print $1 }')
 is "$worse" "" "no quantized variant beats full precision's text perplexity ($fp) beyond noise"
 avg=$(awk '$1 == "mode" { print $2 }' "$T/table")
 is "$avg" 2.500 "MODE at the 2.5-bit budget"

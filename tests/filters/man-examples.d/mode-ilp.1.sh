@@ -2,3 +2,5 @@
 mode-cat -J -o "$W/freq.msgpack" "$S/freq.jsonl"
 mode-cat -J -o "$W/sens.msgpack" "$S/sens.jsonl"
 ln -sfn "$MODE_FIXTURES/emoji-vl/model" "$W/emoji-vl"
+# MC-MoE's loss stream: the same numbers under the metric mcmoe
+sed '1s/"metric":"kl"/"metric":"mcmoe"/; s/"metric":"kl","bits"/"metric":"mcmoe","bits"/' "$S/sens.jsonl" | mode-cat -J -o "$W/sens-mcmoe.msgpack"
