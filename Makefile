@@ -352,3 +352,14 @@ paper: all
 	@$(MAKE) --no-print-directory -j$(PAPER_JOBS) -f pipelines/paper.mk OUT=$(PAPER_OUT) paper
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- scale: every stage on a random Qwen3-VL-30B-A3B at full width (issue 22) ----------------------
+# tests/bench/scale.sh: generates the model (SCALE_LAYERS of its 48 decoder layers, default 4) and a
+# calibration set at real image sizes (SCALE_SAMPLES, default 16) into build/scale/ once, runs every
+# stage under /usr/bin/time at two sizes and writes build/scale/table.txt (tests/bench/README-scale.md).
+# Not part of check: it writes ~8 GB and takes most of an hour on a 2-core machine.
+SCALE_LAYERS ?= 4
+SCALE_SAMPLES ?= 16
+.PHONY: scale
+scale: all $(B)/bench/gen_qwen3vl $(B)/bench/gen_calib $(B)/bench/bench_sgemm $(B)/fixtures/qwen3-tokenizer.json
+	SCALE_LAYERS=$(SCALE_LAYERS) SCALE_SAMPLES=$(SCALE_SAMPLES) sh tests/bench/scale.sh
