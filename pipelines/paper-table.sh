@@ -1,5 +1,5 @@
 #!/bin/sh
-# pipelines/paper-table.sh OUT MAIN LADDER BUDGETS RESAMPLES SEED STEPS — the tables of pipelines/paper.mk
+# pipelines/paper-table.sh OUT MAIN LADDER BUDGETS RESAMPLES SEED STEPS [THIRDS] — the tables of pipelines/paper.mk
 # as Markdown: the main table (the variants of MAIN) and the ablation ladder (those of LADDER),
 # from an experiment directory OUT (layout in paper.mk). Per variant METHOD@BITS: average bits and
 # packed expert bytes (mode-ilp's summary), text and caption perplexity and caption exact match on
@@ -7,9 +7,10 @@
 # against MODE (mode-eval --compare; * when the interval excludes zero), and the perplexities of
 # the same variant calibrated on each third of the calibration set (min-max, and in how many of
 # the three MODE's was lower), and for the ladder, each step against the one before it (STEPS:
-# METHOD:PREVIOUS pairs). Numbers as measured; nothing is estimated here.
+# METHOD:PREVIOUS pairs). THIRDS: the calibration thirds run (default third1 third2 third3; empty:
+# none, the thirds columns say so). Numbers as measured; nothing is estimated here.
 set -eu
-out=$1 main=$2 ladder=$3 budgets=$4 resamples=$5 seed=$6 steps=${7:-}
+out=$1 main=$2 ladder=$3 budgets=$4 resamples=$5 seed=$6 steps=${7:-} sets=${8-third1 third2 third3}
 
 num() { tr -d ' \n' <"$1" | sed -n "s/.*$2.*/\\1/p"; }
 text_ppl() { num "$1" '"metrics":{"text":{[^}]*"perplexity":\([0-9.e+-]*\)}'; }
@@ -52,9 +53,11 @@ delta() {
 }
 # min-max over the thirds of a perplexity (text_ppl | cap_ppl), and in how many MODE's was lower
 thirds() {
+    [ -n "$sets" ] || { echo "not run"; return; }
     v=$1 get=$2 r=$(ref "$1")
-    vals="" lower=0
-    for s in third1 third2 third3; do
+    vals="" lower=0 n=0
+    for s in $sets; do
+        n=$((n + 1))
         x=$($get "$out/$s/eval-$v.json")
         vals="$vals $x"
         if [ "$(meth "$v")" != mode ]; then
@@ -62,9 +65,9 @@ thirds() {
             lower=$(awk -v x="$x" -v y="$y" -v l="$lower" 'BEGIN { print l + (y < x) }')
         fi
     done
-    echo "$vals" | awk -v m="$(meth "$v")" -v l="$lower" '{
+    echo "$vals" | awk -v m="$(meth "$v")" -v l="$lower" -v n="$n" '{
         lo = hi = $1; for (i = 2; i <= NF; i++) { if ($i < lo) lo = $i; if ($i > hi) hi = $i }
-        printf "%.3f–%.3f", lo, hi; if (m != "mode") printf " (%d/3)", l }'
+        printf "%.3f–%.3f", lo, hi; if (m != "mode") printf " (%d/%d)", l, n }'
 }
 mb() { awk -v b="${1:-0}" 'BEGIN { printf "%.3f", b / 1e6 }'; }
 avg() { num "$out/all/alloc-$1.json" '"avg_bits":\([0-9.e+-]*\),"bytes"' | awk '{ printf "%.3f", $1 }'; }
@@ -86,7 +89,7 @@ header() {
 # every report the tables read must be there: a missing one stops the table, no row is made up
 for f in "$out/fp/eval.json" $(for v in $main $ladder; do
     echo "$out/all/alloc-$v.json"
-    for s in all third1 third2 third3; do echo "$out/$s/eval-$v.json"; done
+    for s in all $sets; do echo "$out/$s/eval-$v.json"; done
     [ "$(meth "$v")" = mode ] || echo "$out/all/cmp-$v.json"
 done) $(lb=$(set -- $ladder x; echo "${1#*@}"); for p in $steps; do echo "$out/all/step-${p%%:*}@$lb.json"; done); do
     [ -s "$f" ] || { echo "paper-table.sh: $f is missing (run make -f pipelines/paper.mk)" >&2; exit 1; }
@@ -123,5 +126,9 @@ echo "Δ: the variant's perplexity minus MODE's (the row named under \"against\"
 echo "step's minus the previous step's), all calibrated on the whole calibration set; in brackets the"
 echo "paired bootstrap 95% interval over the evaluation records ($resamples resamples, seed $seed,"
 echo "mode-eval --compare); * marks an interval that excludes zero."
-echo "Thirds: the same variant calibrated on each disjoint third of the calibration set, min–max of"
-echo "the three perplexities, and in parentheses in how many of the three MODE's was lower."
+if [ -n "$sets" ]; then
+    echo "Thirds: the same variant calibrated on each disjoint third of the calibration set, min–max of"
+    echo "the perplexities, and in parentheses in how many of the thirds MODE's was lower."
+else
+    echo "Thirds: not run (THIRDS= was given)."
+fi

@@ -47,7 +47,9 @@ MAIN := uniform@2 uniform@3 $(foreach b,$(BUDGETS),mcmoe@$(b) mode@$(b))
 LADDER := $(addsuffix @$(LADDER_BUDGET),rank-all rank-text-vision rank-text-key rank-text-redundant freq-total \
 	freq-text-vision freq-text-key mode)
 VARIANTS := $(sort $(MAIN) $(LADDER))
-SETS := all third1 third2 third3
+# the calibration thirds run for the spread (THIRDS= leaves them out: three of the four calibration runs)
+THIRDS ?= third1 third2 third3
+SETS := all $(filter third1 third2 third3,$(THIRDS))
 # MODE at the variant's width, or at the first budget for a width MODE was not run at (uniform 2)
 ref = mode@$(if $(filter $(call bud,$(1)),$(BUDGETS)),$(call bud,$(1)),$(firstword $(BUDGETS)))
 COMPARED := $(foreach v,$(VARIANTS),$(if $(filter mode,$(call meth,$(v))),,$(v)))
@@ -128,6 +130,7 @@ $(OUT)/all/step-%.json:
 $(OUT)/paper.md: $(OUT)/fp/eval.json pipelines/paper-table.sh \
 	$(foreach s,$(SETS),$(foreach v,$(VARIANTS),$(OUT)/$(s)/eval-$(v).json $(OUT)/$(s)/alloc-$(v).json)) \
 	$(foreach v,$(COMPARED),$(OUT)/all/cmp-$(v).json) $(STEP_FILES)
-	pipelines/paper-table.sh $(OUT) '$(MAIN)' '$(LADDER)' '$(BUDGETS)' $(RESAMPLES) $(SEED) '$(STEPS)' > $@
+	pipelines/paper-table.sh $(OUT) '$(MAIN)' '$(LADDER)' '$(BUDGETS)' $(RESAMPLES) $(SEED) '$(STEPS)' \
+	    '$(filter-out all,$(SETS))' > $@
 
 .SECONDARY:

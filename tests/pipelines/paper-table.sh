@@ -50,8 +50,13 @@ has "$T/out" "| **MODE** | 2.500 | 0.875 | 49.151 | — | — | 5.459 | — | 13
 has "$T/out" "| (a) frequency of all tokens | 2.500 | 0.875 | 50.000 | +0.849 [+0.100, +1.600] * | MODE 2.5 |" "a ladder row"
 has "$T/out" "| **MODE** | (a) frequency of all tokens | -0.849 [-1.600, -0.100] * | -0.041 [-0.090, +0.010] |" "the step table"
 has "$T/out" "(100 resamples, seed 1," "resamples and seed stated"
+run "$MODE_ROOT/pipelines/paper-table.sh" "$O" 'mcmoe@2.5 mode@2.5' '' '2.5' 100 1 '' ''
+has "$T/out" "| 11/329 | not run | not run |" "THIRDS empty: the spread is said not to have been run"
+rm -r "$O/third3"
+run "$MODE_ROOT/pipelines/paper-table.sh" "$O" 'mcmoe@2.5 mode@2.5' '' '2.5' 100 1 '' 'third1 third2'
+has "$T/out" "| 52.000–53.000 (1/2) |" "two thirds: the range and count over those two"
 rm "$O/third2/eval-mode@2.5.json"
-run "$MODE_ROOT/pipelines/paper-table.sh" "$O" 'mcmoe@2.5 mode@2.5' '' '2.5' 100 1 ''
+run "$MODE_ROOT/pipelines/paper-table.sh" "$O" 'mcmoe@2.5 mode@2.5' '' '2.5' 100 1 '' 'third1 third2'
 ok=0; [ "$rc" -ne 0 ] && ok=1
 is "$ok" 1 "a missing report stops the table (no row made up)"
 has "$T/err" "third2/eval-mode@2.5.json is missing" "... naming it"
